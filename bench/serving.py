@@ -27,9 +27,6 @@ import json
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -38,8 +35,9 @@ import numpy as np
 
 import common
 
+from seqapp.serving.process import ServeProcess
+
 ROOT = Path(__file__).resolve().parents[1]
-READY_LINE = "seqapp serve: ready"
 MODEL = "sentiment"
 GOALS = {"batching_speedup_at_32": 4.0, "p99_ms_at_32_batching": 100.0}
 DEFAULT_BATCHING = ROOT / "serving" / "batching.config"
@@ -85,64 +83,25 @@ def sentences():
 
 # ---------------------------------------------------------------- the server
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def start_server(base, log_path, batching, poll_seconds=1):
+    """`seqapp serve` of the model at `base`, ready; `batching`: a BatchingParameters file, or None for off."""
+    args = ["--model_name", MODEL, "--model_base_path", base, "--file_system_poll_wait_seconds", poll_seconds,
+            *(["--batching_parameters_file", batching] if batching else ["--enable_batching=false"])]
+    try:
+        return ServeProcess(args, log_path, cwd=ROOT).wait_ready(timeout=300)
+    except RuntimeError as error:
+        raise SystemExit(str(error)) from None
 
 
-class Server:
-    """`python -m seqapp serve` on free ports of 127.0.0.1."""
-
-    def __init__(self, base, log_path, batching, poll_seconds=1):
-        """`batching`: a BatchingParameters file, or None for `--enable_batching=false`."""
-        self.rest_port, self.grpc_port = free_port(), free_port()
-        args = [sys.executable, "-m", "seqapp", "serve", "--model_name", MODEL, "--model_base_path", str(base),
-                "--port", str(self.grpc_port), "--rest_api_port", str(self.rest_port),
-                "--file_system_poll_wait_seconds", str(poll_seconds)]
-        if batching:
-            args += ["--batching_parameters_file", str(batching)]
-        else:
-            args += ["--enable_batching=false"]
-        self.args = args
-        self.log_path = log_path
-        self._log = open(log_path, "w")
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
-        self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-
-    def wait_ready(self, timeout=300):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if READY_LINE in Path(self.log_path).read_text(errors="replace"):
-                return self
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.2)
-        self.stop()
-        raise SystemExit(f"seqapp serve did not start:\n{Path(self.log_path).read_text(errors='replace')[-3000:]}")
-
-    def cpu_seconds(self):
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def get(self, path):
-        connection = http.client.HTTPConnection("127.0.0.1", self.rest_port, timeout=30)
-        try:
-            connection.request("GET", path)
-            response = connection.getresponse()
-            return response.status, response.read().decode()
-        finally:
-            connection.close()
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=30)
-        self._log.close()
+def get(server, path):
+    """`(status, body text)` of a GET to the server's REST port."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=30)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
 
 
 def batch_stats(text):
@@ -279,14 +238,14 @@ def run_cells(server, args, texts, bodies, batching, concurrencies):
     try:
         for protocol in ("rest", "grpc"):
             for concurrency in concurrencies:
-                before_metrics = server.get("/monitoring/prometheus/metrics")[1] if batching else ""
+                before_metrics = get(server, "/monitoring/prometheus/metrics")[1] if batching else ""
                 server_cpu, client_cpu = server.cpu_seconds(), sum(os.times()[:2])
                 cell = drive(callers[protocol], concurrency, args.warmup, args.seconds, args.max_requests)
                 cell["server_cpu_s"] = round(server.cpu_seconds() - server_cpu, 2)
                 cell["client_cpu_s"] = round(sum(os.times()[:2]) - client_cpu, 2)
                 if batching:
                     calls0, rows0 = batch_stats(before_metrics)
-                    calls1, rows1 = batch_stats(server.get("/monitoring/prometheus/metrics")[1])
+                    calls1, rows1 = batch_stats(get(server, "/monitoring/prometheus/metrics")[1])
                     cell["mean_rows_per_model_call"] = round((rows1 - rows0) / max(calls1 - calls0, 1), 2)
                 results[protocol][str(concurrency)] = cell
                 print(f"{'on ' if batching else 'off'} {protocol:4} c={concurrency:<3} {cell['rps']:8.1f} req/s  "
@@ -300,7 +259,7 @@ def run_cells(server, args, texts, bodies, batching, concurrencies):
 def hot_swap(base, version1, work, args, texts, bodies):
     from seqapp import exporters
 
-    server = Server(base, work / "server_hot_swap.log", batching=DEFAULT_BATCHING).wait_ready()
+    server = start_server(base, work / "server_hot_swap.log", batching=DEFAULT_BATCHING)
     grpc_caller = GrpcCaller(server.grpc_port, texts)
     first_new = {}
     lock = threading.Lock()
@@ -331,10 +290,10 @@ def hot_swap(base, version1, work, args, texts, bodies):
         cell = drive([RestCaller(server.rest_port, bodies), grpc_caller], 32, args.warmup, args.swap_seconds,
                      10 ** 9, on_answer)
         thread.join(60)
-        status = json.loads(server.get(f"/v1/models/{MODEL}")[1])
+        status = json.loads(get(server, f"/v1/models/{MODEL}")[1])
     finally:
         grpc_caller.close()
-        server.stop()
+        server.stop(timeout=30)
     seen = "t" in first_new
     return {
         "concurrency": 32, "clients": "16 REST threads + 16 gRPC threads", "seconds": cell["seconds"],
@@ -367,11 +326,11 @@ def main():
     bodies = [json.dumps({"instances": [text]}).encode("utf-8") for text in texts]
     figures = {"rest": {}, "grpc": {}}
     for batching in (DEFAULT_BATCHING, None):
-        server = Server(base, work / f"server_batching_{'on' if batching else 'off'}.log", batching).wait_ready()
+        server = start_server(base, work / f"server_batching_{'on' if batching else 'off'}.log", batching)
         try:
             cells = run_cells(server, args, texts, bodies, batching is not None, args.concurrency)
         finally:
-            server.stop()
+            server.stop(timeout=30)
         key = "batching_on" if batching else "batching_off"
         for protocol, per_concurrency in cells.items():
             for concurrency, cell in per_concurrency.items():
@@ -384,11 +343,11 @@ def main():
             for field, value in changes.items():
                 text = re.sub(rf"^{field} {{ value: \d+ }}", f"{field} {{ value: {value} }}", text, flags=re.M)
             path.write_text(text)
-            server = Server(base, work / f"server_batching_{name}.log", path).wait_ready()
+            server = start_server(base, work / f"server_batching_{name}.log", path)
             try:
                 cells = run_cells(server, args, texts, bodies, True, [32])
             finally:
-                server.stop()
+                server.stop(timeout=30)
             figures["batching_alternatives_at_32"][name] = {
                 "changes": changes, **{protocol: cells[protocol]["32"] for protocol in ("rest", "grpc")}}
     figures["hot_swap"] = hot_swap(base, version1, work, args, texts, bodies)

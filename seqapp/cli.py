@@ -83,6 +83,11 @@ def _train(args):
 def _print_metrics(results, work_dir):
     from seqapp import runner
 
+    if (work_dir / "target_vocab.txt").exists():
+        for split, metrics in results.items():
+            print(f"{split}: BLEU {metrics['bleu']:.2f}, chrF {metrics['chrf']:.2f}, perplexity "
+                  f"{metrics['perplexity']:.2f} (beam {metrics['beam_size']}, {metrics['sentences']} sentences)")
+        return
     labels = (work_dir / "labels.txt").read_text(encoding="utf-8").split("\n")[:-1]
     for split, metrics in results.items():
         print(f"{split}: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} "
@@ -93,14 +98,67 @@ def _print_metrics(results, work_dir):
 def _export(args):
     from seqapp import runner
 
-    path = runner.export(args.work_dir, Path(args.export_root) / args.name, args.version)
+    name = args.name or ("translation" if (Path(args.work_dir) / "target_vocab.txt").exists() else "sentiment")
+    path = runner.export(args.work_dir, Path(args.export_root) / name, args.version)
     print(f"exported {path}")
+
+
+def _read_lines(path):
+    try:
+        return Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise SeqappError(f"{path}: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise SeqappError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+
+
+def _eval(args):
+    from seqapp import evaluation
+    from seqapp import runner
+
+    if args.source or args.reference:
+        if not (args.source and args.reference):
+            raise SeqappError("--source and --reference go together")
+        sources, references = _read_lines(args.source), _read_lines(args.reference)
+        if len(sources) != len(references):
+            raise SeqappError(f"{args.source} has {len(sources)} lines but {args.reference} has {len(references)}")
+        _, translator = runner.load_translator(args.work_dir)
+        hypotheses = evaluation.translate_all(translator, sources, beam_size=args.beam_size)
+        if args.output:
+            Path(args.output).write_text("".join(f"{line}\n" for line in hypotheses), encoding="utf-8")
+        metrics = evaluation.translation_metrics(hypotheses, references)
+        print(f"BLEU {metrics['bleu']:.2f}, chrF {metrics['chrf']:.2f} ({metrics['sentences']} sentences)")
+        return
+    splits = args.split or ["test"]
+    results = runner.evaluate(args.work_dir, splits, beam_size=args.beam_size)
+    missing = [split for split in splits if split not in results]
+    if missing:
+        raise SeqappError(f"the run's data has no split {', '.join(missing)}")
+    _print_metrics({split: results[split] for split in splits}, Path(args.work_dir))
+
+
+def _explain(args):
+    import tensorflow as tf
+
+    from seqapp import plots
+    from seqapp import runner
+
+    _, translator = runner.load_translator(args.work_dir)
+    outputs = translator.translate(tf.constant([args.text]), beam_size=args.beam_size, with_attention=True)
+    tokens = [t.decode() for t in outputs["tokens"][0].numpy() if t]
+    source_tokens = [t.decode() for t in outputs["source_tokens"][0].numpy() if t]
+    translation = outputs["translation"][0].numpy().decode()
+    png = plots.attention_heatmap(outputs["attention"][0].numpy(), source_tokens, tokens, args.out,
+                                  title=translation)
+    print(translation)
+    print(f"attention heatmap: {png}")
 
 
 def _demo(args):
     from seqapp import demo
 
-    demo.run(seed=args.seed if args.seed is not None else 42, out_dir=Path(args.out))
+    demo.run(seed=args.seed if args.seed is not None else 42, out_dir=Path(args.out),
+             tasks=demo.TASKS if args.task == "all" else (args.task,))
 
 
 def _flag_bool(value):
@@ -158,6 +216,16 @@ def _predict(args):
                      ensure_ascii=False))
 
 
+def _positive_int(value):
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {value!r}")
+    return number
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="seqapp", description="Train, tune and serve sequence models on TensorFlow."
@@ -191,13 +259,31 @@ def build_parser():
 
     export = commands.add_parser("export", help="export a trained run as a TF Serving SavedModel")
     export.add_argument("--work-dir", required=True, help="the run folder `seqapp train` wrote")
-    export.add_argument("--name", default="sentiment", help="model name (default: sentiment)")
+    export.add_argument("--name", help="model name (default: sentiment or translation, by the run's task)")
     export.add_argument("--export-root", default="saved_models", help="export root (default: saved_models)")
     export.add_argument("--version", type=int, help="integer version (default: one more than the latest)")
     export.set_defaults(func=_export)
 
+    evaluate = commands.add_parser("eval", help="BLEU and chrF (sacreBLEU) of a translation run")
+    evaluate.add_argument("--work-dir", required=True, help="the run folder `seqapp train` wrote")
+    evaluate.add_argument("--split", action="append", help="dataset split(s) to evaluate (default: test)")
+    evaluate.add_argument("--source", help="a file of source sentences, one per line (instead of --split)")
+    evaluate.add_argument("--reference", help="the reference translations, line-aligned with --source")
+    evaluate.add_argument("--output", help="write the translations of --source here")
+    evaluate.add_argument("--beam-size", type=_positive_int, help="beam size (default: the definition's; 1 = greedy)")
+    evaluate.set_defaults(func=_eval)
+
+    explain = commands.add_parser("explain", help="translate a sentence and draw its attention heatmap (PNG)")
+    explain.add_argument("text", help="the source sentence")
+    explain.add_argument("--work-dir", required=True, help="the run folder `seqapp train` wrote")
+    explain.add_argument("--out", default="attention.png", help="PNG path (default: attention.png)")
+    explain.add_argument("--beam-size", type=_positive_int, help="beam size (default: the definition's)")
+    explain.set_defaults(func=_explain)
+
     demo = commands.add_parser("demo", help="run the main job end to end on the embedded defaults")
     demo.add_argument("--out", default="runs/demo", help="working folder (default: runs/demo)")
+    demo.add_argument("--task", choices=["all", "sentiment", "translation"], default="all",
+                      help="which jobs to run (default: all)")
     demo.set_defaults(func=_demo)
 
     serve = commands.add_parser(

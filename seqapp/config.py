@@ -43,6 +43,8 @@ class DataConfig(_Section):
         source, target: for translation, the language keys of a dataset
             (e.g. "de", "en") or the TSV columns of the user's parallel text.
         encoding: text encoding of the user's files.
+        max_train_examples: train on the first this many training examples
+            only (a quick run on a slice); None uses them all.
     """
 
     dataset: Optional[str] = None
@@ -55,6 +57,7 @@ class DataConfig(_Section):
     source: Optional[str] = None
     target: Optional[str] = None
     encoding: str = "utf-8"
+    max_train_examples: Optional[int] = pydantic.Field(None, ge=1)
 
     @pydantic.model_validator(mode="after")
     def _one_origin(self):
@@ -107,24 +110,37 @@ class PipelineConfig(_Section):
     shuffle_buffer: int = pydantic.Field(20000, ge=0)
 
 
+CLASSIFIER_FAMILIES = ("rnn", "lstm", "gru", "bilstm", "bigru", "tcn")
+SEQ2SEQ_FAMILIES = ("transformer", "lstm_attention")
+
+
 class ModelConfig(_Section):
-    """A sequence classifier (see `seqapp.models.classifier`).
+    """A sequence classifier (`seqapp.models.classifier`) or an encoder-decoder
+    (`seqapp.models.seq2seq`).
 
     Attributes:
-        family: "rnn" (SimpleRNN baseline), "lstm" (stacked), "gru", "bilstm",
-            "bigru" (bidirectional) or "tcn" (temporal convolutional network).
-        embedding_dim: token embedding size.
+        family: classifiers: "rnn" (SimpleRNN baseline), "lstm" (stacked), "gru",
+            "bilstm", "bigru" (bidirectional) or "tcn" (temporal convolutional
+            network); encoder-decoders: "transformer" or "lstm_attention".
+        embedding_dim: token embedding size (the Transformer's model width).
         units: recurrent units per direction, or TCN filters.
-        num_layers: stacked recurrent layers (TCN: see `dilations`).
+        num_layers: stacked recurrent layers (TCN: see `dilations`); Transformer
+            encoder and decoder layers.
         merge_mode: how bidirectional outputs combine.
         dropout: dropout on embeddings and between layers.
         recurrent_dropout: dropout on recurrent connections.
         pooling: "last" (final state), "mean"/"max" over real tokens, or "attention".
         kernel_size, dilations, causal, normalization: TCN residual blocks, one
             per dilation; `causal: false` makes each convolution centred.
+        num_heads, ffn_dim, norm_first: Transformer attention heads, feed-forward
+            size, pre-layer-norm (True) or post-layer-norm.
+        share_embeddings: one embedding for source, target and output projection
+            (needs `tokenizer.shared`).
+        attention: the LSTM decoder's attention, "luong" (multiplicative) or
+            "bahdanau" (additive).
     """
 
-    family: Literal["rnn", "lstm", "gru", "bilstm", "bigru", "tcn"] = "bilstm"
+    family: Literal[CLASSIFIER_FAMILIES + SEQ2SEQ_FAMILIES] = "bilstm"
     embedding_dim: int = pydantic.Field(128, ge=1)
     units: int = pydantic.Field(128, ge=1)
     num_layers: int = pydantic.Field(1, ge=1)
@@ -136,6 +152,11 @@ class ModelConfig(_Section):
     dilations: _IntTuple = (1, 2, 4, 8)
     causal: bool = True
     normalization: Literal["layer", "batch", "none"] = "layer"
+    num_heads: int = pydantic.Field(4, ge=1)
+    ffn_dim: int = pydantic.Field(1024, ge=1)
+    norm_first: bool = True
+    share_embeddings: bool = False
+    attention: Literal["luong", "bahdanau"] = "luong"
 
 
 class TrainConfig(_Section):
@@ -147,6 +168,10 @@ class TrainConfig(_Section):
         clipnorm: gradient clipping by norm (None: off).
         early_stopping_patience: epochs without validation improvement before stopping.
         folds: > 1 runs k-fold cross-validation instead of the fixed split.
+        warmup_steps: > 0 ramps the learning rate up linearly over this many
+            steps to `learning_rate`, then decays it with the inverse square
+            root of the step (the Transformer schedule); 0 keeps it constant.
+        label_smoothing: probability mass spread over the vocabulary (translation).
     """
 
     epochs: int = pydantic.Field(10, ge=1)
@@ -154,6 +179,25 @@ class TrainConfig(_Section):
     clipnorm: Optional[float] = pydantic.Field(1.0, gt=0.0)
     early_stopping_patience: int = pydantic.Field(2, ge=0)
     folds: int = pydantic.Field(1, ge=1)
+    warmup_steps: int = pydantic.Field(0, ge=0)
+    label_smoothing: float = pydantic.Field(0.0, ge=0.0, lt=1.0)
+
+
+class DecodeConfig(_Section):
+    """How translations are decoded (`seqapp.decoding`), in evaluation and in the export.
+
+    Attributes:
+        beam_size: 1 is greedy search.
+        length_penalty: GNMT's alpha; 0 ranks hypotheses by log-probability alone.
+        max_output_ratio, max_output_extra: a translation has at most
+            `ratio * source_tokens + extra` tokens (and never more than
+            `pipeline.max_length`); one that reaches it returns what it has.
+    """
+
+    beam_size: int = pydantic.Field(4, ge=1)
+    length_penalty: float = pydantic.Field(0.6, ge=0.0)
+    max_output_ratio: float = pydantic.Field(1.5, ge=0.0)
+    max_output_extra: int = pydantic.Field(10, ge=0)
 
 
 class Definition(_Section):
@@ -166,15 +210,20 @@ class Definition(_Section):
     pipeline: PipelineConfig = PipelineConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    decode: DecodeConfig = DecodeConfig()
     # Set by `load_definition`: the file, and the folder relative data paths start from.
     origin: str = "<definition>"
     base_dir: str = "."
 
-    @pydantic.model_validator(mode="after")
-    def _task_fits_data(self):
-        if self.task == "translation" and (self.data.source is None or self.data.target is None):
-            raise ValueError("translation needs data.source and data.target")
-        return self
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _default_family(cls, raw):
+        """A translation definition without `model.family` gets a Transformer."""
+        if isinstance(raw, dict) and raw.get("task") == "translation":
+            model = raw.get("model") or {}
+            if isinstance(model, dict) and "family" not in model:
+                raw = {**raw, "model": {**model, "family": "transformer"}}
+        return raw
 
 
 def load_definition(path, overrides=None):
@@ -213,7 +262,7 @@ def load_definition(path, overrides=None):
 def validate(raw, *, source="<definition>"):
     """Validates a definition given as a dict; errors name `source` and the key."""
     try:
-        return Definition.model_validate({"origin": str(source), **raw})
+        definition = Definition.model_validate({"origin": str(source), **raw})
     except pydantic.ValidationError as error:
         first = error.errors()[0]
         key = ".".join(str(part) for part in first["loc"]) or "-"
@@ -222,3 +271,19 @@ def validate(raw, *, source="<definition>"):
         )
         reason = first["msg"] + (f" (also {details})" if details else "")
         raise ConfigError(source, key, reason) from None
+    _check_sections_agree(definition, source)
+    return definition
+
+
+def _check_sections_agree(definition, source):
+    """Checks across sections, each error naming the key to change."""
+    if definition.task == "translation":
+        for key in ("source", "target"):
+            if getattr(definition.data, key) is None:
+                raise ConfigError(source, f"data.{key}", "translation needs data.source and data.target")
+    families = SEQ2SEQ_FAMILIES if definition.task == "translation" else CLASSIFIER_FAMILIES
+    if definition.model.family not in families:
+        raise ConfigError(source, "model.family", f"{definition.model.family!r} does not fit task "
+                          f"{definition.task!r} (expected one of {', '.join(families)})")
+    if definition.model.share_embeddings and not definition.tokenizer.shared:
+        raise ConfigError(source, "model.share_embeddings", "needs tokenizer.shared: true (one vocabulary)")

@@ -237,3 +237,55 @@ def export_classifier(model, tokenizer, label_names, max_length, base_path, vers
         write_model_card(export_dir, {"labels": list(label_names), "max_length": max_length, **(card or {})})
 
     return publish(write, base_path, version)
+
+
+def export_translator(translator, base_path, version=None, *, warmup_texts=(), card=None):
+    """Exports a translation model with `serving_default` and `translate_explain` signatures.
+
+    Decoding (greedy or beam search with the incremental cache, see
+    `seqapp.decoding`) runs inside the graph as a `tf.while_loop` of core ops.
+
+    - `serving_default`: `text` (string [batch]) -> `translation` (string
+      [batch]), `score` (float [batch]).
+    - `translate_explain`: `text` -> the same plus `tokens` (string [batch,
+      steps]), `source_tokens` (string [batch, source_steps]) and `attention`
+      (float [batch, steps, source_steps]: the last decoder layer's
+      cross-attention, averaged over heads).
+
+    Args:
+        translator: a `seqapp.translator.Translator` (model, tokenizers, decoding settings).
+        base_path: `saved_models/<name>`.
+        version: integer version, or None for the next one.
+        warmup_texts: real source sentences replayed by TF Serving at load.
+        card: facts for the model card.
+
+    Returns:
+        The path of the published version.
+
+    Raises:
+        ExportError: the graph uses ops TF Serving cannot run (nothing is published).
+    """
+
+    def translate(texts):
+        outputs = translator.translate(texts)
+        return {"translation": outputs["translation"], "score": outputs["score"]}
+
+    def translate_explain(texts):
+        outputs = translator.translate(texts, with_attention=True)
+        return {key: outputs[key] for key in ("translation", "score", "tokens", "source_tokens", "attention")}
+
+    def write(export_dir):
+        archive = keras.export.ExportArchive()
+        archive.track(translator.model)
+        archive.track(translator)
+        spec = [tf.TensorSpec([None], tf.string, name="text")]
+        archive.add_endpoint("serving_default", translate, spec)
+        archive.add_endpoint("translate_explain", translate_explain, spec)
+        archive.write_out(str(export_dir), verbose=False)
+        if warmup_texts:
+            write_warmup_requests(export_dir, "serving_default", {"text": [t.encode() for t in warmup_texts]})
+        decode = translator.decode
+        write_model_card(export_dir, {"max_length": translator.max_length, "decode": decode.model_dump(),
+                                      **(card or {})})
+
+    return publish(write, base_path, version)

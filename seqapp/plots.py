@@ -29,7 +29,7 @@ def length_histogram(lengths, path, title):
 
 def training_curves(history, path):
     """Loss and accuracy per epoch, training and validation (a Keras `History.history` dict)."""
-    metrics = [m for m in ("loss", "accuracy") if m in history]
+    metrics = [m for m in ("loss", "accuracy", "masked_accuracy") if m in history]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.5), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         epochs = np.arange(1, len(history[metric]) + 1)
@@ -53,5 +53,18 @@ def confusion_matrix(matrix, labels, path, title="confusion matrix"):
     for (row, col), value in np.ndenumerate(matrix):
         color = "white" if value > matrix.max() / 2 else "black"
         ax.text(col, row, str(value), ha="center", va="center", color=color)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def attention_heatmap(weights, source_tokens, target_tokens, path, title="cross-attention"):
+    """Target tokens (rows) against source tokens (columns), darker = more attention."""
+    weights = np.asarray(weights)[: len(target_tokens), : len(source_tokens)]
+    fig, ax = plt.subplots(figsize=(0.45 * len(source_tokens) + 2.5, 0.4 * len(target_tokens) + 2))
+    ax.imshow(weights, cmap="Greys", vmin=0.0, vmax=max(float(weights.max(initial=0.0)), 1e-6), aspect="auto")
+    ax.set_xticks(range(len(source_tokens)), source_tokens, rotation=60, ha="right")
+    ax.set_yticks(range(len(target_tokens)), target_tokens)
+    ax.set_xlabel("source")
+    ax.set_ylabel("translation")
     ax.set_title(title)
     return _save(fig, path)

@@ -1,21 +1,25 @@
-"""Training, evaluation, cross-validation and export of classifiers, driven by a definition.
+"""Training, evaluation, cross-validation and export, driven by a definition.
 
 A run lives in one work directory:
 
     definition.yaml  the validated definition the run used
-    vocab.txt        the WordPiece vocabulary (exported with the model)
-    labels.txt       class names in label-id order
-    warmup.txt       a few real texts, replayed by TF Serving when the export loads
-    best.keras       the best checkpoint (by validation accuracy)
+    vocab.txt        classification: the WordPiece vocabulary (exported with the model)
+    labels.txt       classification: class names in label-id order
+    source_vocab.txt, target_vocab.txt   translation: each side's vocabulary
+    warmup.txt       a few real inputs, replayed by TF Serving when the export loads
+    best.keras       the best checkpoint (by validation accuracy, or loss for translation)
     backup/          BackupAndRestore state: a killed run resumes from its last epoch
     logs/            TensorBoard
     history.csv      per-epoch metrics
-    metrics.json     accuracy, macro-F1 and confusion matrix per evaluated split
+    training.json    wall time, epochs and tokens/s of the fit
+    metrics.json     classification: accuracy, macro-F1 and confusion matrix per split;
+                     translation: perplexity, BLEU and chrF per split
     curves.png, confusion_<split>.png
 """
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import keras
@@ -24,12 +28,18 @@ import tensorflow as tf
 import yaml
 
 from seqapp import config
+from seqapp import evaluation
 from seqapp import exporters
 from seqapp import plots
 from seqapp.errors import ConfigError
 from seqapp.inputters import Inputter
+from seqapp.losses import MaskedSequenceLoss
+from seqapp.losses import masked_accuracy
 from seqapp.models import build_classifier
+from seqapp.models import build_seq2seq
+from seqapp.schedules import WarmupInverseSqrt
 from seqapp.tokenizers import WordPieceTokenizer
+from seqapp.translator import Translator
 
 
 def classification_metrics(y_true, y_pred, num_classes):
@@ -66,17 +76,13 @@ def _split_or_none(inputter, split):
         return None
 
 
-def _has_labels(dataset):
-    return dataset is not None and all((labels.numpy() >= 0).all() for _, labels in dataset)
-
-
-def _write_warmup_samples(inputter, path, count=8):
-    """Keeps a few real validation (else training) texts: the export's warmup requests."""
+def _write_warmup_samples(inputter, field, path, count=8):
+    """Keeps a few real validation (else training) inputs: the export's warmup requests."""
     try:
         examples = inputter.examples("validation")
     except ConfigError:  # no validation split
         examples = inputter.examples("train")
-    texts = [ex["text"].decode("utf-8") for ex in examples.take(count).as_numpy_iterator()]
+    texts = [ex[field].decode("utf-8") for ex in examples.take(count).as_numpy_iterator()]
     path.write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
 
 
@@ -89,40 +95,48 @@ def confusion_text(matrix, labels):
 
 
 def train(definition, work_dir, *, fold=None, verbose="auto"):
-    """Trains a classifier and evaluates it on the validation and (labelled) test splits.
+    """Trains the definition's model and evaluates it on the validation and (labelled) test splits.
 
     Args:
-        definition: a `Definition` with task "classification".
+        definition: a `Definition` (classification or translation).
         work_dir: the run's folder; a run killed midway resumes from `backup/`.
         fold: the held-out fold in cross-validation, or None.
         verbose: Keras `fit` verbosity.
 
     Returns:
-        `{split: metrics}` as in `classification_metrics`.
+        `{split: metrics}`: as in `classification_metrics`, or for translation
+        perplexity, BLEU and chrF (see `evaluation.translation_metrics`).
     """
-    if definition.task != "classification":
-        raise ConfigError(definition.origin, "task", f"seqapp train supports classification so far, not {definition.task}")
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(definition.seed)
     inputter = Inputter(definition, fold=fold)
-    tokenizer = inputter.tokenizers["text"]
-    labels = inputter.label_names
     (work_dir / "definition.yaml").write_text(yaml.safe_dump(definition.model_dump(mode="json"), sort_keys=False))
-    shutil.copyfile(tokenizer.vocab_path, work_dir / "vocab.txt")
-    (work_dir / "labels.txt").write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
-    _write_warmup_samples(inputter, work_dir / "warmup.txt")
-
     cfg = definition.train
-    model = build_classifier(definition.model, tokenizer.vocab_size + 1, len(labels))
-    model.compile(
-        optimizer=keras.optimizers.Adam(cfg.learning_rate, clipnorm=cfg.clipnorm),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    if definition.task == "classification":
+        tokenizer = inputter.tokenizers["text"]
+        labels = inputter.label_names
+        shutil.copyfile(tokenizer.vocab_path, work_dir / "vocab.txt")
+        (work_dir / "labels.txt").write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
+        _write_warmup_samples(inputter, "text", work_dir / "warmup.txt")
+        model = build_classifier(definition.model, tokenizer.vocab_size + 1, len(labels))
+        model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate, clipnorm=cfg.clipnorm),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        monitor = "accuracy"
+    else:
+        for side in ("source", "target"):
+            shutil.copyfile(inputter.tokenizers[side].vocab_path, work_dir / f"{side}_vocab.txt")
+        _write_warmup_samples(inputter, "source", work_dir / "warmup.txt")
+        model = build_seq2seq(definition.model, inputter.tokenizers["source"].vocab_size + 1,
+                              inputter.tokenizers["target"].vocab_size + 1)
+        rate = WarmupInverseSqrt(cfg.learning_rate, cfg.warmup_steps) if cfg.warmup_steps else cfg.learning_rate
+        model.compile(optimizer=keras.optimizers.Adam(rate, beta_2=0.98, epsilon=1e-9, clipnorm=cfg.clipnorm),
+                      loss=MaskedSequenceLoss(cfg.label_smoothing), metrics=[masked_accuracy])
+        monitor = "loss"
+
     validation = _split_or_none(inputter, "validation")
     resuming = (work_dir / "backup").exists()  # BackupAndRestore left state: a killed run
-    monitor = "val_accuracy" if validation is not None else "accuracy"
+    monitor = f"val_{monitor}" if validation is not None else monitor
     callbacks = [
         keras.callbacks.BackupAndRestore(str(work_dir / "backup")),
         keras.callbacks.ModelCheckpoint(str(work_dir / "best.keras"), monitor=monitor, save_best_only=True),
@@ -131,6 +145,7 @@ def train(definition, work_dir, *, fold=None, verbose="auto"):
         keras.callbacks.TensorBoard(str(work_dir / "logs")),
         keras.callbacks.CSVLogger(str(work_dir / "history.csv"), append=resuming),
     ]
+    started = time.perf_counter()
     history = model.fit(
         inputter.dataset("train", training=True),
         validation_data=validation,
@@ -139,18 +154,69 @@ def train(definition, work_dir, *, fold=None, verbose="auto"):
         verbose=verbose,
         shuffle=False,  # the pipeline shuffles (seeded) before bucketing
     )
+    seconds = time.perf_counter() - started
+    epochs = len(history.history.get("loss", []))
+    (work_dir / "training.json").write_text(json.dumps({
+        "wall_seconds": seconds, "epochs": epochs, "parameters": model.count_params(),
+        "tokens_per_second": epochs * int(inputter.train_lengths.sum()) / seconds if seconds else None,
+    }, indent=2))
     plots.training_curves(history.history, work_dir / "curves.png")
-    best = keras.models.load_model(work_dir / "best.keras")
+    if definition.task == "translation":
+        results = evaluate(work_dir, ("validation", "test"), beam_size=1)
+    else:
+        results = _evaluate_classifier(work_dir, inputter, validation)
+    return results
 
+
+def _evaluate_classifier(work_dir, inputter, validation):
+    best = keras.models.load_model(work_dir / "best.keras")
+    labels = inputter.label_names
     results = {}
     for split, dataset in (("validation", validation), ("test", _split_or_none(inputter, "test"))):
-        if not _has_labels(dataset):
+        if dataset is None:
             continue
         y_true, y_pred = predict_labels(best, dataset)
+        if (y_true < 0).any():  # an unlabelled split (GLUE hides SST-2's test labels)
+            continue
         results[split] = classification_metrics(y_true, y_pred, len(labels))
         plots.confusion_matrix(results[split]["confusion_matrix"], labels, work_dir / f"confusion_{split}.png",
                                title=f"{split}: accuracy {results[split]['accuracy']:.3f}")
     (work_dir / "metrics.json").write_text(json.dumps({"labels": labels, **results}, indent=2))
+    return results
+
+
+def evaluate(work_dir, splits=("test",), *, beam_size=None, cached=True):
+    """Translation metrics of a finished translation run on its own splits.
+
+    Perplexity (teacher-forced) and BLEU/chrF of the decoded split (sacreBLEU,
+    cased, detokenized). Results are merged into the run's `metrics.json`.
+
+    Args:
+        work_dir: the run folder.
+        splits: the splits to evaluate (those the data lacks are skipped).
+        beam_size: overrides the definition's `decode.beam_size`.
+        cached: decode with the incremental cache.
+
+    Returns:
+        `{split: metrics}`.
+    """
+    work_dir = Path(work_dir)
+    definition, translator = load_translator(work_dir)
+    inputter = Inputter(definition)
+    metrics_path = work_dir / "metrics.json"
+    results = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    for split in splits:
+        batches = _split_or_none(inputter, split)
+        if batches is None:
+            continue
+        pairs = [(ex["source"].decode(), ex["target"].decode())
+                 for ex in inputter.examples(split).as_numpy_iterator()]
+        sources, references = zip(*pairs) if pairs else ((), ())
+        hypotheses = evaluation.translate_all(translator, sources, beam_size=beam_size, cached=cached)
+        results[split] = {**evaluation.translation_metrics(hypotheses, references),
+                          "perplexity": evaluation.perplexity(translator.model, batches),
+                          "beam_size": beam_size or definition.decode.beam_size}
+    metrics_path.write_text(json.dumps(results, indent=2))
     return results
 
 
@@ -173,36 +239,62 @@ def cross_validate(definition, work_dir, *, verbose="auto"):
     return summary
 
 
-def load_run(work_dir):
-    """The definition, best model, tokenizer and labels of a finished run."""
+def _run_definition(work_dir):
     work_dir = Path(work_dir)
     if not (work_dir / "best.keras").exists():
         raise ConfigError(work_dir, "best.keras", "no trained model in this run folder (run `seqapp train` first)")
-    definition = config.validate(yaml.safe_load((work_dir / "definition.yaml").read_text()),
-                                 source=work_dir / "definition.yaml")
-    model = keras.models.load_model(work_dir / "best.keras")
+    return config.validate(yaml.safe_load((work_dir / "definition.yaml").read_text()),
+                           source=work_dir / "definition.yaml")
+
+
+def _load_definition_and_model(work_dir, task):
+    definition = _run_definition(work_dir)
+    if definition.task != task:
+        raise ConfigError(Path(work_dir) / "definition.yaml", "task", f"this is a {definition.task} run, not {task}")
+    return definition, keras.models.load_model(Path(work_dir) / "best.keras")
+
+
+def _run_tokenizer(definition, vocab_path):
     cfg = definition.tokenizer
-    tokenizer = WordPieceTokenizer(work_dir / "vocab.txt", lower_case=cfg.lower_case,
-                                   normalization_form=cfg.normalization_form)
-    labels = (work_dir / "labels.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    return WordPieceTokenizer(vocab_path, lower_case=cfg.lower_case, normalization_form=cfg.normalization_form)
+
+
+def load_run(work_dir):
+    """The definition, best model, tokenizer and labels of a finished classification run."""
+    definition, model = _load_definition_and_model(work_dir, "classification")
+    tokenizer = _run_tokenizer(definition, Path(work_dir) / "vocab.txt")
+    labels = (Path(work_dir) / "labels.txt").read_text(encoding="utf-8").split("\n")[:-1]
     return definition, model, tokenizer, labels
 
 
+def load_translator(work_dir):
+    """The definition and a `Translator` over the best model of a finished translation run."""
+    definition, model = _load_definition_and_model(work_dir, "translation")
+    source, target = (_run_tokenizer(definition, Path(work_dir) / f"{side}_vocab.txt") for side in ("source", "target"))
+    return definition, Translator(model, source, target, max_length=definition.pipeline.max_length,
+                                  decode=definition.decode)
+
+
 def export(work_dir, base_path, version=None):
-    """Exports a run's best model to `base_path/<version>/` (see `exporters.export_classifier`),
-    with warmup requests from the run's own texts and a model card."""
+    """Exports a run's best model to `base_path/<version>/` (see `exporters.export_classifier`
+    and `exporters.export_translator`), with warmup requests from the run's own inputs and a
+    model card."""
     work_dir = Path(work_dir)
-    definition, model, tokenizer, labels = load_run(work_dir)
+    definition = _run_definition(work_dir)
     metrics_path = work_dir / "metrics.json"
+    warmup = work_dir / "warmup.txt"
     card = {
-        "task": "sentiment classification",
+        "task": "translation" if definition.task == "translation" else "sentiment classification",
         "data": definition.data.model_dump(mode="json"),
         "config": definition.model_dump(mode="json", exclude={"origin", "base_dir"}),
         "metrics": json.loads(metrics_path.read_text()) if metrics_path.exists() else None,
         "run": str(work_dir.resolve()),
     }
-    warmup = work_dir / "warmup.txt"
-    return exporters.export_classifier(
-        model, tokenizer, labels, definition.pipeline.max_length, base_path, version,
-        warmup_texts=json.loads(warmup.read_text(encoding="utf-8")) if warmup.exists() else (), card=card,
-    )
+    options = {"card": card,
+               "warmup_texts": json.loads(warmup.read_text(encoding="utf-8")) if warmup.exists() else ()}
+    if definition.task == "translation":
+        _, translator = load_translator(work_dir)
+        return exporters.export_translator(translator, base_path, version, **options)
+    _, model, tokenizer, labels = load_run(work_dir)
+    return exporters.export_classifier(model, tokenizer, labels, definition.pipeline.max_length, base_path,
+                                       version, **options)

@@ -25,7 +25,6 @@ import numpy as np
 import pytest
 from test_serving import TEXTS
 from test_serving import config_text
-from test_serving import free_port
 from test_serving import get
 from test_serving import post
 from test_serving import predict_request
@@ -38,6 +37,7 @@ from seqapp.errors import SeqappError
 from seqapp.serving import batching
 from seqapp.serving import metrics
 from seqapp.serving.errors import ServingError
+from seqapp.serving.process import free_port
 
 RPC_TIMEOUT = 30
 METRICS_PATH = "/monitoring/prometheus/metrics"

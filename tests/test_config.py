@@ -38,6 +38,17 @@ def _write(tmp_path, text):
         ("data: {dataset: sst2}\n", "task", "Field required"),
         ("task: classification\ndata: {dataset: sst2, train: a.csv, format: csv}\n", "data", "not both"),
         ("task: classification\nseed: 1.5\ndata: {dataset: sst2}\n", "seed", "valid integer"),
+        ("task: translation\ndata: {dataset: multi30k, source: de}\n", "data.target", "needs data.source"),
+        ("task: translation\ndata: {dataset: multi30k, source: de, target: en}\nmodel: {family: tcn}\n",
+         "model.family", "expected one of transformer, lstm_attention"),
+        ("task: classification\ndata: {dataset: sst2}\nmodel: {family: transformer}\n",
+         "model.family", "expected one of rnn"),
+        ("task: translation\ndata: {dataset: multi30k, source: de, target: en}\n"
+         "model: {share_embeddings: true}\n", "model.share_embeddings", "tokenizer.shared"),
+        ("task: translation\ndata: {dataset: multi30k, source: de, target: en}\ndecode: {beam_size: 0}\n",
+         "decode.beam_size", "greater than or equal to 1"),
+        ("task: translation\ndata: {dataset: multi30k, source: de, target: en, max_train_examples: 0}\n",
+         "data.max_train_examples", "greater than or equal to 1"),
     ],
 )
 def test_bad_definitions_name_file_and_key(tmp_path, text, key, reason):
@@ -70,3 +81,10 @@ def test_overrides_apply_and_are_validated(tmp_path):
     assert definition.pipeline.max_length == 32 and definition.seed == 7
     with pytest.raises(ConfigError, match="pipeline.max_length"):
         config.load_definition(path, overrides={"pipeline.max_length": "long"})
+
+
+def test_translation_defaults_to_a_transformer(tmp_path):
+    definition = config.load_definition(_write(tmp_path, "task: translation\n"
+                                                         "data: {dataset: multi30k, source: de, target: en}\n"))
+    assert definition.model.family == "transformer"
+    assert definition.decode.beam_size == 4

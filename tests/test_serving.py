@@ -18,7 +18,6 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -30,71 +29,17 @@ import grpc
 import numpy as np
 import pytest
 
+from seqapp.serving.process import ServeProcess
+from seqapp.serving.process import free_port
+
 TESTDATA = "tfserving_testdata"
-READY_LINE = "seqapp serve: ready"
 RPC_TIMEOUT = 30
 
 
 # ---------------------------------------------------------------- helpers (also used by test_serving_bad_input)
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class ServerProcess:
-    """`python -m seqapp serve ...` on free ports; `stop()` kills it."""
-
-    def __init__(self, args, log_path, rest=True, grpc_=True):
-        self.rest_port = free_port() if rest else 0
-        self.grpc_port = free_port() if grpc_ else 0
-        self.log_path = Path(log_path)
-        self.args = ["--port", str(self.grpc_port), "--rest_api_port", str(self.rest_port), *map(str, args)]
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
-        self._log = open(self.log_path, "w")
-        self.process = subprocess.Popen([sys.executable, "-m", "seqapp", "serve", *self.args], stdout=self._log,
-                                        stderr=subprocess.STDOUT, env=env)
-
-    @property
-    def rest_url(self):
-        return f"http://127.0.0.1:{self.rest_port}"
-
-    @property
-    def grpc_target(self):
-        return f"127.0.0.1:{self.grpc_port}"
-
-    def log_text(self):
-        return self.log_path.read_text(errors="replace")
-
-    def wait_ready(self, timeout=240):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if READY_LINE in self.log_text():
-                return self
-            if self.process.poll() is not None:
-                self.stop()
-                raise AssertionError(f"seqapp serve exited with {self.process.returncode}:\n{self.log_text()[-5000:]}")
-            time.sleep(0.2)
-        self.stop()
-        raise AssertionError(f"seqapp serve not ready after {timeout}s:\n{self.log_text()[-5000:]}")
-
-    def alive(self):
-        return self.process.poll() is None
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=15)
-        self._log.close()
-
-
 def start_server(tmp_path, *args, name="server", **kwargs):
-    return ServerProcess(args, Path(tmp_path) / f"{name}.log", **kwargs).wait_ready()
+    return ServeProcess(args, Path(tmp_path) / f"{name}.log", **kwargs).wait_ready()
 
 
 def http(method, url, body=None, raw=None, timeout=60, headers=None):

@@ -31,6 +31,12 @@ def examples(definition, split, fold=None):
             fold held out as "test"; fold + 1 (mod k) is "validation" and the
             rest "train". None uses the data's own splits.
     """
+    dataset = _split_examples(definition, split, fold)
+    limit = definition.data.max_train_examples
+    return dataset.take(limit) if split == "train" and limit else dataset
+
+
+def _split_examples(definition, split, fold):
     data = definition.data
     if split not in SPLITS:
         raise ConfigError(definition.origin, "split", f"unknown split {split!r}; expected one of {SPLITS}")
@@ -62,11 +68,12 @@ def label_names(definition):
 def identity(definition):
     """A string naming the training data, for cache keys of what is learned from it."""
     data = definition.data
+    limit = f"/first={data.max_train_examples}" if data.max_train_examples else ""
     if data.dataset is not None:
-        return f"dataset={data.dataset}/{datasets.builder(data.dataset).info.version}"
+        return f"dataset={data.dataset}/{datasets.builder(data.dataset).info.version}{limit}"
     path = _user_path(definition, "train")
     stat = Path(path).stat()
-    return f"file={path}/{stat.st_size}/{stat.st_mtime_ns}"
+    return f"file={path}/{stat.st_size}/{stat.st_mtime_ns}{limit}"
 
 
 def _fold_examples(definition, split, fold):

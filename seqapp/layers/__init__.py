@@ -1,7 +1,12 @@
 """Keras layers of seqapp's models, registered for saving under the package "seqapp"."""
 
 from seqapp.layers.attention_pooling import AttentionPooling
+from seqapp.layers.cached_multi_head_attention import CachedMultiHeadAttention
 from seqapp.layers.masked_pooling import MaskedPooling
+from seqapp.layers.sinusoidal_position_encoding import SinusoidalPositionEncoding
 from seqapp.layers.tcn import TCN
+from seqapp.layers.transformer_decoder import TransformerDecoder
+from seqapp.layers.transformer_encoder import TransformerEncoder
 
-__all__ = ["AttentionPooling", "MaskedPooling", "TCN"]
+__all__ = ["AttentionPooling", "CachedMultiHeadAttention", "MaskedPooling", "SinusoidalPositionEncoding", "TCN",
+           "TransformerDecoder", "TransformerEncoder"]

@@ -19,6 +19,7 @@ import sys
 import threading
 
 from seqapp.errors import SeqappError
+from seqapp.serving import process
 
 log = logging.getLogger("seqapp.serving")
 
@@ -190,7 +191,7 @@ def serve(options):
         parts.append(f"gRPC {options.host}:{server.grpc_port}")
     if server.rest is not None:
         parts.append(f"REST http://{options.rest_api_host}:{server.rest.port}")
-    print(f"seqapp serve: ready ({', '.join(parts)}; models: {', '.join(server.manager.model_names()) or 'none'})",
+    print(f"{process.READY_LINE} ({', '.join(parts)}; models: {', '.join(server.manager.model_names()) or 'none'})",
           flush=True)
     try:
         while not done.wait(1.0):

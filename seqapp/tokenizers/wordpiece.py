@@ -98,6 +98,16 @@ class WordPieceTokenizer(tf.Module):
             value_index=tf.lookup.TextFileIndex.LINE_NUMBER,
         )
         self.table = tf.lookup.StaticVocabularyTable(initializer, num_oov_buckets=1)
+        self.id_table = tf.lookup.StaticHashTable(
+            tf.lookup.TextFileInitializer(
+                self.vocab_path,
+                key_dtype=tf.int64,
+                key_index=tf.lookup.TextFileIndex.LINE_NUMBER,
+                value_dtype=tf.string,
+                value_index=tf.lookup.TextFileIndex.WHOLE_LINE,
+            ),
+            default_value="[UNK]",
+        )
         params = _basic_params(lower_case, normalization_form)
         self._bert = tf_text.BertTokenizer(self.table, token_out_type=tf.int64, **params)
         self._basic = BasicTokenizer(**params)
@@ -129,7 +139,36 @@ class WordPieceTokenizer(tf.Module):
         words = self._bert.detokenize(tf.ragged.boolean_mask(token_ids, keep))
         return tf.strings.reduce_join(words, separator=" ", axis=-1)
 
+    def id_to_token(self, token_ids):
+        """The WordPiece string of each id (any shape; unknown ids give "[UNK]")."""
+        return self.id_table.lookup(tf.cast(token_ids, tf.int64))
+
     def normalize(self, texts):
         """The text as the tokenizer sees it: what `detokenize(tokenize(x))` returns
         when every word is in the vocabulary."""
         return tf.strings.reduce_join(self._basic.tokenize(texts), separator=" ", axis=-1)
+
+
+# Undo the basic tokenizer's split of punctuation from words ("a man , in a t - shirt ." ->
+# "a man, in a t-shirt."), so output text compares with untokenized references (sacreBLEU).
+_DETOKENIZE_RULES = (
+    (r" ([.,!?;:%)\]}])", r"\1"),
+    (r"([(\[{$]) ", r"\1"),
+    (r"(\w) ' (s|t|re|ve|ll|d|m)\b", r"\1'\2"),
+    (r"(\w) ([-/]) (\w)", r"\1\2\3"),
+    (r'" ([^"]*?) "', r'"\1"'),
+)
+
+
+def join_punctuation(texts):
+    """Removes the spaces `WordPieceTokenizer.detokenize` leaves around punctuation.
+
+    Args:
+        texts: string tensor, words separated by single spaces.
+
+    Returns:
+        string tensor of the same shape, with conventional punctuation spacing.
+    """
+    for pattern, rewrite in _DETOKENIZE_RULES:
+        texts = tf.strings.regex_replace(texts, pattern, rewrite)
+    return texts
