@@ -172,14 +172,6 @@ def set_method_name(export_dir, signature, method_name):
     path.write_bytes(proto.SerializeToString())
 
 
-def padded_token_ids(tokenizer, texts, max_length):
-    """Tokenizes, truncates to `max_length` and pads with 0; at least one column, so
-    empty strings still make a valid (fully masked) batch."""
-    ids = tokenizer.tokenize(texts)[:, :max_length]
-    width = tf.maximum(tf.cast(ids.bounding_shape(axis=1), tf.int32), 1)
-    return ids.to_tensor(default_value=0, shape=tf.stack([ids.nrows(out_type=tf.int32), width]))
-
-
 def export_classifier(model, tokenizer, label_names, max_length, base_path, version=None, *,
                       warmup_texts=(), card=None):
     """Exports a sentiment classifier with `serving_default` and `classify` signatures.
@@ -210,7 +202,7 @@ def export_classifier(model, tokenizer, label_names, max_length, base_path, vers
     classes = tf.constant(label_names)
 
     def predict(texts):
-        ids = padded_token_ids(tokenizer, texts, max_length)
+        ids = tokenizer.tokenize_padded(texts, max_length)
         probabilities = model({"token_ids": ids, "padding_mask": ids != 0}, training=False)
         batch_classes = tf.tile(classes[None, :], [tf.shape(ids)[0], 1])
         return {

@@ -8,7 +8,6 @@
 import tensorflow as tf
 
 from seqapp import decoding
-from seqapp.exporters import padded_token_ids
 from seqapp.tokenizers.wordpiece import END_ID
 from seqapp.tokenizers.wordpiece import START_ID
 from seqapp.tokenizers.wordpiece import join_punctuation
@@ -62,7 +61,7 @@ class Translator(tf.Module):
             source_steps]) and `attention` (float [batch, steps, source_steps]).
         """
         beam_size = self.decode.beam_size if beam_size is None else beam_size
-        source_ids = padded_token_ids(self.source_tokenizer, texts, self.max_length)
+        source_ids = self.source_tokenizer.tokenize_padded(texts, self.max_length)
         source_mask = source_ids != 0
         memory, memory_mask = self.model.encode(source_ids, source_mask, training=False)
         state = self.model.decoding_state(memory, memory_mask, cached=cached)

@@ -103,7 +103,7 @@ def test_export_round_trip_in_a_fresh_process(trained_run, tmp_path):
     assert not [p for p in (tmp_path / "sentiment").iterdir() if not p.name.isdigit()]  # no leftovers
 
     definition, model, tokenizer, labels = runner.load_run(work_dir)
-    ids = exporters.padded_token_ids(tokenizer, tf.constant(AWKWARD), definition.pipeline.max_length)
+    ids = tokenizer.tokenize_padded(tf.constant(AWKWARD), definition.pipeline.max_length)
     expected = model({"token_ids": ids, "padding_mask": ids != 0}, training=False).numpy()
 
     result = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(path), json.dumps(AWKWARD)],

@@ -540,7 +540,7 @@ def sentiment_export(tmp_path_factory, seqapp_cache_dir):
     runner.train(definition, tmp_path / "run", verbose=0)
     path = runner.export(tmp_path / "run", tmp_path / "saved_models" / "sentiment")
     definition, model, tokenizer, labels = runner.load_run(tmp_path / "run")
-    ids = exporters.padded_token_ids(tokenizer, tf.constant(TEXTS), definition.pipeline.max_length)
+    ids = tokenizer.tokenize_padded(tf.constant(TEXTS), definition.pipeline.max_length)
     expected = model({"token_ids": ids, "padding_mask": ids != 0}, training=False).numpy()
     return path.parent, expected, labels
 

@@ -123,6 +123,23 @@ class WordPieceTokenizer(tf.Module):
         """
         return self._bert.tokenize(texts).merge_dims(-2, -1)
 
+    def tokenize_padded(self, texts, max_length):
+        """Tokenizes, truncates to `max_length` and pads with 0 into a dense tensor.
+
+        At least one column, so a batch of empty strings is still a valid
+        (fully masked) model input.
+
+        Args:
+            texts: string tensor of shape [batch].
+            max_length: the most tokens per text.
+
+        Returns:
+            int64 tensor [batch, min(longest, max_length) or 1].
+        """
+        ids = self.tokenize(texts)[:, :max_length]
+        width = tf.maximum(tf.cast(ids.bounding_shape(axis=1), tf.int32), 1)
+        return ids.to_tensor(default_value=0, shape=tf.stack([ids.nrows(out_type=tf.int32), width]))
+
     def detokenize(self, token_ids):
         """Joins ids back into text, dropping reserved tokens other than [UNK].
 
