@@ -31,12 +31,12 @@ DEFINITIONS = {
     # (`pipelines/translation_transformer.yaml` is the full-size setup).
     "translation": {
         "task": "translation",
-        "data": {"dataset": "multi30k", "source": "de", "target": "en", "max_train_examples": 8000},
+        "data": {"dataset": "multi30k", "source": "de", "target": "en", "max_train_examples": 10000},
         "tokenizer": {"vocab_size": 4000, "lower_case": False, "normalization_form": "NFC", "shared": True},
         "pipeline": {"max_length": 48, "tokens_per_batch": 2048},
         "model": {"family": "transformer", "embedding_dim": 128, "num_layers": 2, "num_heads": 4, "ffn_dim": 256,
                   "dropout": 0.1, "share_embeddings": True},
-        "train": {"epochs": 4, "learning_rate": 0.002, "warmup_steps": 200, "label_smoothing": 0.1},
+        "train": {"epochs": 5, "learning_rate": 0.002, "warmup_steps": 100, "label_smoothing": 0.1},
         "decode": {"beam_size": 4},
     },
 }

@@ -94,3 +94,15 @@ def test_dataset_that_does_not_fit_the_task(seqapp_cache_dir, shared_data_dir):
     definition = config.validate({"task": "translation", "data": {"dataset": "multi30k", "source": "fr", "target": "en"}})
     with pytest.raises(ConfigError, match="data.source"):
         Inputter(definition).examples("train")
+
+
+def test_max_train_examples_takes_a_slice_of_train_only(tmp_path, seqapp_cache_dir):
+    from seqapp.data import sources
+
+    full = _classification(tmp_path).definition
+    sliced = full.model_copy(update={"data": full.data.model_copy(update={"max_train_examples": 5})})
+    assert len(list(sources.examples(sliced, "train"))) == 5
+    assert [ex["text"] for ex in sources.examples(sliced, "train").as_numpy_iterator()] == \
+        [ex["text"] for ex in sources.examples(full, "train").take(5).as_numpy_iterator()]
+    assert len(list(sources.examples(sliced, "test"))) == 1
+    assert sources.identity(sliced) != sources.identity(full)  # a vocabulary learned on the slice is its own
