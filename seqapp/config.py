@@ -285,5 +285,8 @@ def _check_sections_agree(definition, source):
     if definition.model.family not in families:
         raise ConfigError(source, "model.family", f"{definition.model.family!r} does not fit task "
                           f"{definition.task!r} (expected one of {', '.join(families)})")
+    if definition.task == "translation" and definition.train.folds > 1:
+        raise ConfigError(source, "train.folds", "cross-validation is for classification; translation uses the "
+                          "data's own validation and test splits")
     if definition.model.share_embeddings and not definition.tokenizer.shared:
         raise ConfigError(source, "model.share_embeddings", "needs tokenizer.shared: true (one vocabulary)")

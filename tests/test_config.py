@@ -45,6 +45,8 @@ def _write(tmp_path, text):
          "model.family", "expected one of rnn"),
         ("task: translation\ndata: {dataset: multi30k, source: de, target: en}\n"
          "model: {share_embeddings: true}\n", "model.share_embeddings", "tokenizer.shared"),
+        ("task: translation\ndata: {dataset: multi30k, source: de, target: en}\ntrain: {folds: 5}\n",
+         "train.folds", "cross-validation is for classification"),
         ("task: translation\ndata: {dataset: multi30k, source: de, target: en}\ndecode: {beam_size: 0}\n",
          "decode.beam_size", "greater than or equal to 1"),
         ("task: translation\ndata: {dataset: multi30k, source: de, target: en, max_train_examples: 0}\n",
