@@ -2,7 +2,7 @@
 
 Trains the Transformer (`pipelines/translation_transformer.yaml`) and the
 LSTM-attention baseline (`pipelines/translation_lstm_attention.yaml`) with
-`runner.train`, then for each: sacreBLEU BLEU and chrF (cased, detokenized) on
+`runner.train` for a CPU budget of epochs (`EPOCHS`), then for each: sacreBLEU BLEU and chrF (cased, detokenized) on
 test_2016_flickr with greedy search and beam 4, parameter count, training wall
 time and tokens/s. Decode speed: sentences/s of beam 4 at batch 1 and batch 32,
 with the incremental cache and recomputing the prefix at every step, through
