@@ -12,6 +12,7 @@ after every model, so an interrupted run still leaves its figures.
 
 import argparse
 import csv
+import json
 import shutil
 import time
 from pathlib import Path
@@ -36,16 +37,19 @@ GOALS = {"mr_bilstm": 0.78, "sst2_bilstm": 0.85}
 
 
 def definition(dataset, family, args, **train):
+    pretrained = {"embeddings": {"corpus": args.embeddings}} if args.embeddings else {}
     return config.validate({
         "task": "classification",
         "seed": args.seed,
         "data": {"dataset": dataset},
-        "tokenizer": {"vocab_size": 8000},
+        # A pretraining corpus brings a bigger vocabulary than MR's 10k sentences support.
+        "tokenizer": {"vocab_size": 16000 if args.embeddings else 8000},
         "pipeline": {"max_length": 64, "tokens_per_batch": 2048},
         "model": {"family": family, "embedding_dim": 128, "units": 128 if family == "tcn" else 64,
                   "dropout": 0.5, "pooling": "max"},
         "train": {"epochs": args.epochs, "learning_rate": 1e-3, "clipnorm": 1.0, "early_stopping_patience": 2,
                   **train},
+        **pretrained,
     }, source=f"<bench {dataset} {family}>")
 
 
@@ -108,16 +112,42 @@ def main():
     parser.add_argument("--repeats", type=int, default=50, help="timed calls per latency figure")
     parser.add_argument("--work-root", default="runs/bench_sentiment")
     parser.add_argument("--verbose", type=int, default=2)
+    parser.add_argument("--embeddings", nargs="*", default=["imdb"], metavar="CORPUS",
+                        help="pretrain the embeddings with word2vec on these datasets/files (default: imdb); "
+                             "none given: random embeddings")
     args = parser.parse_args()
-    work_root = Path(args.work_root)
+    work_root = Path(args.work_root) / ("pretrained" if args.embeddings else "random")
+    embedding = f"word2vec on {'+'.join(args.embeddings)}, fine-tuned" if args.embeddings else "random"
     figures = {"accuracy_unit": "fraction", "mr_cv_accuracy": {}, "mr_cv_macro_f1": {}, "sst2_dev_accuracy": {},
-               "training": {"mr": {}, "sst2": {}}, "published": PUBLISHED,
-               "settings": {"folds": args.folds, "max_epochs": args.epochs, "seed": args.seed,
-                            "model": definition("mr_polarity", "bilstm", args).model.model_dump(),
-                            "tcn_units": 128, "early_stopping": "val_accuracy, patience 2, best weights"}}
+               "training": {"mr": {}, "sst2": {}}, "published": PUBLISHED}
+    previous = common.RESULTS / "sentiment.json"
+    if previous.exists():
+        # Models not run now keep their figures from the last run, each saying how it was trained.
+        last = json.loads(previous.read_text())
+        for key in ("mr_cv_accuracy", "mr_cv_macro_f1", "sst2_dev_accuracy", "sst2_dev_embeddings"):
+            chosen = args.sst2_families if key.startswith("sst2") else args.families
+            figures[key] = {family: value for family, value in last.get(key, {}).items() if family not in chosen}
+        for family, value in figures["mr_cv_accuracy"].items():
+            value.setdefault("embeddings", "random")
+        for family in figures["sst2_dev_accuracy"]:
+            figures["sst2_dev_embeddings"].setdefault(family, "random")
+        for dataset, chosen in (("mr", args.families), ("sst2", args.sst2_families)):
+            figures["training"][dataset] = {family: value for family, value in last["training"][dataset].items()
+                                            if family not in chosen}
+        for key in ("settings_of_earlier_figures", "export_latency_sst2_bilstm"):
+            if key in last:
+                figures[key] = last[key]
+        if "settings_of_earlier_figures" not in figures:
+            figures["settings_of_earlier_figures"] = {**last["settings"], "embeddings": "random",
+                                                      "run": last["environment"]}
+    figures["settings"] = {"folds": args.folds, "max_epochs": args.epochs, "seed": args.seed,
+                           "model": definition("mr_polarity", "bilstm", args).model.model_dump(),
+                           "embeddings": embedding, "tcn_units": 128,
+                           "early_stopping": "val_accuracy, patience 2, best weights"}
     for family in args.families:
         summary, cost = mr_cv(family, args, work_root)
-        figures["mr_cv_accuracy"][family] = {k: summary["accuracy"][k] for k in ("mean", "std", "per_fold")}
+        figures["mr_cv_accuracy"][family] = {**{k: summary["accuracy"][k] for k in ("mean", "std", "per_fold")},
+                                             "embeddings": embedding}
         figures["mr_cv_macro_f1"][family] = {k: summary["macro_f1"][k] for k in ("mean", "std")}
         figures["training"]["mr"][family] = cost
         print(f"MR {family}: {summary['accuracy']['mean']:.4f} ± {summary['accuracy']['std']:.4f}", flush=True)
@@ -125,6 +155,7 @@ def main():
     for family in args.sst2_families:
         results, cost = sst2(family, args, work_root)
         figures["sst2_dev_accuracy"][family] = results["validation"]["accuracy"]
+        figures.setdefault("sst2_dev_embeddings", {})[family] = embedding
         figures["training"]["sst2"][family] = cost
         print(f"SST-2 {family}: dev {results['validation']['accuracy']:.4f}", flush=True)
         common.write("sentiment", figures)

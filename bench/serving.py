@@ -1,7 +1,7 @@
 """Serving load: `seqapp serve` with batching on and off, REST and gRPC, then a hot swap under load.
 
 Exports a sentiment model (the SST-2 BiLSTM that bench/sentiment.py trains in
-runs/bench_sentiment/sst2_bilstm; if that run is missing, a small BiLSTM trained
+runs/bench_sentiment/pretrained/sst2_bilstm; if that run is missing, a small BiLSTM trained
 here on SST-2 for one epoch), serves it with `seqapp serve` as a separate process
 on 127.0.0.1, and drives it with closed-loop clients: `concurrency` threads, each
 sending one SST-2 dev sentence per request and the next one as soon as the
@@ -309,7 +309,7 @@ def hot_swap(base, version1, work, args, texts, bodies):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", default="runs/bench_sentiment/sst2_bilstm", help="trained run folder to export")
+    parser.add_argument("--run", default="runs/bench_sentiment/pretrained/sst2_bilstm", help="trained run folder to export")
     parser.add_argument("--work", default="runs/bench_serving")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per cell")

@@ -53,24 +53,23 @@ def train_or_reuse(family, args):
 
 def quality(work_dir):
     definition, translator = runner.load_translator(work_dir)
-    pairs = [(ex["source"].decode(), ex["target"].decode())
-             for ex in Inputter(definition).examples("test").as_numpy_iterator()]
-    sources, references = zip(*pairs)
+    inputter = Inputter(definition, tokenizers={"source": translator.source_tokenizer,
+                                                "target": translator.target_tokenizer})
+    sources, references = inputter.texts("test", "source"), inputter.texts("test", "target")
     figures = {"test_sentences": len(sources)}
     for name, beam_size in (("greedy", 1), ("beam4", 4)):
         started = time.perf_counter()
-        hypotheses = evaluation.translate_all(translator, list(sources), beam_size=beam_size)
+        hypotheses = evaluation.translate_all(translator, sources, beam_size=beam_size)
         metrics = evaluation.translation_metrics(hypotheses, references)
         figures.update({f"bleu_{name}": metrics["bleu"], f"chrf_{name}": metrics["chrf"],
                         f"{name}_test_seconds": time.perf_counter() - started})
         (work_dir / f"test_{name}.en").write_text("".join(f"{h}\n" for h in hypotheses), encoding="utf-8")
-    return figures, translator, list(sources)
+    return figures, translator, sources
 
 
 def decode_speed(translator, sources, *, batch_size, cached, seconds):
     """Sentences/s of beam 4 over consecutive test sentences, for at least `seconds` (after one warm call)."""
-    translate = tf.function(lambda texts: translator.translate(texts, beam_size=4, cached=cached)["translation"],
-                            input_signature=[tf.TensorSpec([None], tf.string)])
+    translate = evaluation.translate_function(translator, beam_size=4, cached=cached)
     batches = [tf.constant(sources[i:i + batch_size]) for i in range(0, len(sources) - batch_size + 1, batch_size)]
     translate(batches[0])
     done, started = 0, time.perf_counter()

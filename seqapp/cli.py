@@ -83,7 +83,7 @@ def _train(args):
 def _print_metrics(results, work_dir):
     from seqapp import runner
 
-    if (work_dir / "target_vocab.txt").exists():
+    if runner.run_definition(work_dir).task == "translation":
         for split, metrics in results.items():
             print(f"{split}: BLEU {metrics['bleu']:.2f}, chrF {metrics['chrf']:.2f}, perplexity "
                   f"{metrics['perplexity']:.2f} (beam {metrics['beam_size']}, {metrics['sentences']} sentences)")
@@ -98,7 +98,7 @@ def _print_metrics(results, work_dir):
 def _export(args):
     from seqapp import runner
 
-    name = args.name or ("translation" if (Path(args.work_dir) / "target_vocab.txt").exists() else "sentiment")
+    name = args.name or ("translation" if runner.run_definition(args.work_dir).task == "translation" else "sentiment")
     path = runner.export(args.work_dir, Path(args.export_root) / name, args.version)
     print(f"exported {path}")
 

@@ -16,6 +16,9 @@ from seqapp.errors import ConfigError
 
 # YAML gives lists; tuples keep definitions hashable (cache keys).
 _IntTuple = Annotated[tuple[int, ...], pydantic.BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v)]
+# One string (`--set embeddings.corpus=imdb`) is a one-element tuple.
+_StrTuple = Annotated[tuple[str, ...], pydantic.BeforeValidator(
+    lambda v: (v,) if isinstance(v, str) else tuple(v) if isinstance(v, list) else v)]
 
 
 class _Section(pydantic.BaseModel):
@@ -200,6 +203,46 @@ class DecodeConfig(_Section):
     max_output_extra: int = pydantic.Field(10, ge=0)
 
 
+class EmbeddingsConfig(_Section):
+    """Token embeddings pretrained on unlabelled text (word2vec, `seqapp.embeddings`).
+
+    The classifier's embedding layer starts from these vectors instead of at
+    random, as Kim (2014) starts from word2vec. With this section, the WordPiece
+    vocabulary is learned from `corpus` rather than from the training split, so
+    one pretraining serves every run and every cross-validation fold on it (the
+    vectors come with their vocabulary, as published embeddings do).
+
+    Attributes:
+        corpus: where the text comes from: dataset names from `seqapp data list`
+            (the text of every split; labels are never read) and plain-text files
+            (one document a line; relative to the definition's folder). Keep the
+            task's own test data out of it.
+        algorithm: "skipgram" or "cbow".
+        window: context words on each side.
+        negative: negative samples per positive one.
+        epochs: passes over the corpus.
+        min_count: the fewest occurrences a token needs to be trained; rarer
+            tokens (and reserved ones) keep a random row.
+        trainable: fine-tune the vectors with the classifier (Kim's
+            "non-static"); False freezes them ("static").
+    """
+
+    corpus: _StrTuple
+    algorithm: Literal["skipgram", "cbow"] = "skipgram"
+    window: int = pydantic.Field(5, ge=1)
+    negative: int = pydantic.Field(5, ge=1)
+    epochs: int = pydantic.Field(5, ge=1)
+    min_count: int = pydantic.Field(2, ge=1)
+    trainable: bool = True
+
+    @pydantic.field_validator("corpus")
+    @classmethod
+    def _not_empty(cls, corpus):
+        if not corpus:
+            raise ValueError("name at least one dataset or file")
+        return corpus
+
+
 class Definition(_Section):
     """A whole pipeline definition file."""
 
@@ -211,6 +254,7 @@ class Definition(_Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     decode: DecodeConfig = DecodeConfig()
+    embeddings: Optional[EmbeddingsConfig] = None
     # Set by `load_definition`: the file, and the folder relative data paths start from.
     origin: str = "<definition>"
     base_dir: str = "."
@@ -288,5 +332,7 @@ def _check_sections_agree(definition, source):
     if definition.task == "translation" and definition.train.folds > 1:
         raise ConfigError(source, "train.folds", "cross-validation is for classification; translation uses the "
                           "data's own validation and test splits")
+    if definition.embeddings is not None and definition.task != "classification":
+        raise ConfigError(source, "embeddings", "pretrained embeddings are for classification")
     if definition.model.share_embeddings and not definition.tokenizer.shared:
         raise ConfigError(source, "model.share_embeddings", "needs tokenizer.shared: true (one vocabulary)")

@@ -9,6 +9,14 @@ import tensorflow as tf
 from seqapp.losses import MaskedSequenceLoss
 
 
+def translate_function(translator, *, beam_size=None, cached=True):
+    """`translator.translate(...)["translation"]` traced once for any batch of strings."""
+    return tf.function(
+        lambda texts: translator.translate(texts, beam_size=beam_size, cached=cached)["translation"],
+        input_signature=[tf.TensorSpec([None], tf.string)],
+    )
+
+
 def translate_all(translator, sources, *, beam_size=None, cached=True, batch_size=64):
     """Translates a list of strings with one traced graph, in batches of similar length.
 
@@ -22,10 +30,7 @@ def translate_all(translator, sources, *, beam_size=None, cached=True, batch_siz
     Returns:
         The translations (str), in the order of `sources`.
     """
-    translate = tf.function(
-        lambda texts: translator.translate(texts, beam_size=beam_size, cached=cached)["translation"],
-        input_signature=[tf.TensorSpec([None], tf.string)],
-    )
+    translate = translate_function(translator, beam_size=beam_size, cached=cached)
     # Length-sorted batches waste fewer decoding steps on finished rows.
     order = np.argsort([len(text) for text in sources], kind="stable")
     translations = [None] * len(sources)

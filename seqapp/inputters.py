@@ -11,6 +11,7 @@ import json
 
 import tensorflow as tf
 
+from seqapp import embeddings
 from seqapp import settings
 from seqapp.data import batching
 from seqapp.data import pipeline
@@ -21,7 +22,8 @@ from seqapp.tokenizers import wordpiece
 class Inputter:
     """Tokenizers and datasets for one `seqapp.config.Definition`.
 
-    The vocabulary is learned once from the training split and cached under
+    The vocabulary is learned once from the training split (or, with an
+    `embeddings` section, from its pretraining corpus) and cached under
     `SEQAPP_CACHE_DIR/vocab/` by a hash of the data and tokenizer settings;
     bucket boundaries are fitted to the training split and reused for the others.
 
@@ -29,6 +31,8 @@ class Inputter:
         definition: a validated `Definition`.
         fold: for cross-validation, the held-out fold (see `sources.examples`);
             the vocabulary is then learned from that fold's training part.
+        tokenizers: ready tokenizers (a finished run's), used instead of
+            learning or loading them from the cache.
 
     Example:
     >>> inputter = Inputter(config.load_definition("pipelines/sentiment_bilstm.yaml"))
@@ -36,10 +40,12 @@ class Inputter:
     ...     features["token_ids"].shape
     """
 
-    def __init__(self, definition, fold=None):
+    def __init__(self, definition, fold=None, tokenizers=None):
         self.definition = definition
         self.fold = fold
         self._encoded = {}
+        if tokenizers is not None:
+            self.tokenizers = tokenizers  # fills the cached property
 
     @functools.cached_property
     def tokenizers(self):
@@ -57,6 +63,13 @@ class Inputter:
 
     def examples(self, split):
         return sources.examples(self.definition, split, fold=self.fold)
+
+    def texts(self, split, field, count=None):
+        """The `field` strings ("text", "source" or "target") of `split`, decoded; the first
+        `count` only when given."""
+        examples = self.examples(split)
+        examples = examples if count is None else examples.take(count)
+        return [ex[field].decode("utf-8") for ex in examples.as_numpy_iterator()]
 
     def encoded(self, split):
         """Tokenized, truncated, unbatched examples of `split`, cached in memory."""
@@ -110,20 +123,23 @@ class Inputter:
 
     def _tokenizer(self, *fields):
         cfg = self.definition.tokenizer
-        key = json.dumps(
-            {"data": sources.identity(self.definition), "fold": self.fold,
-             "folds": self.definition.train.folds if self.fold is not None else None, "fields": fields,
-             "tokenizer": cfg.model_dump(),
-             "source": self.definition.data.source, "target": self.definition.data.target},
-            sort_keys=True,
-        )
+        if self.definition.embeddings is not None:  # the pretraining corpus's vocabulary, whatever the fold
+            origin = {"corpus": embeddings.corpus_identity(self.definition)}
+        else:
+            origin = {"data": sources.identity(self.definition), "fold": self.fold,
+                      "folds": self.definition.train.folds if self.fold is not None else None, "fields": fields,
+                      "source": self.definition.data.source, "target": self.definition.data.target}
+        key = json.dumps({**origin, "tokenizer": cfg.model_dump()}, sort_keys=True)
         path = settings.cache_dir() / "vocab" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.txt"
         if not path.exists():
-            train = self.examples("train")
-            texts = train.map(lambda ex: ex[fields[0]])
-            for field in fields[1:]:
-                texts = texts.concatenate(train.map(lambda ex, f=field: ex[f]))
-            print(f"Learning a {cfg.vocab_size}-token WordPiece vocabulary from {'+'.join(fields)} ...", flush=True)
+            if self.definition.embeddings is not None:
+                texts, what = embeddings.corpus_texts(self.definition), "+".join(self.definition.embeddings.corpus)
+            else:
+                train = self.examples("train")
+                texts, what = train.map(lambda ex: ex[fields[0]]), "+".join(fields)
+                for field in fields[1:]:
+                    texts = texts.concatenate(train.map(lambda ex, f=field: ex[f]))
+            print(f"Learning a {cfg.vocab_size}-token WordPiece vocabulary from {what} ...", flush=True)
             vocab = wordpiece.learn_vocabulary(
                 texts, cfg.vocab_size, lower_case=cfg.lower_case, normalization_form=cfg.normalization_form,
                 min_count=cfg.min_count,

@@ -28,6 +28,7 @@ import tensorflow as tf
 import yaml
 
 from seqapp import config
+from seqapp import embeddings
 from seqapp import evaluation
 from seqapp import exporters
 from seqapp import plots
@@ -79,10 +80,9 @@ def _split_or_none(inputter, split):
 def _write_warmup_samples(inputter, field, path, count=8):
     """Keeps a few real validation (else training) inputs: the export's warmup requests."""
     try:
-        examples = inputter.examples("validation")
+        texts = inputter.texts("validation", field, count)
     except ConfigError:  # no validation split
-        examples = inputter.examples("train")
-    texts = [ex[field].decode("utf-8") for ex in examples.take(count).as_numpy_iterator()]
+        texts = inputter.texts("train", field, count)
     path.write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
 
 
@@ -120,6 +120,10 @@ def train(definition, work_dir, *, fold=None, verbose="auto"):
         (work_dir / "labels.txt").write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
         _write_warmup_samples(inputter, "text", work_dir / "warmup.txt")
         model = build_classifier(definition.model, tokenizer.vocab_size + 1, len(labels))
+        if definition.embeddings is not None:
+            layer = model.get_layer("embedding")
+            layer.set_weights([embeddings.pretrained_embeddings(definition, tokenizer, definition.model.embedding_dim)])
+            layer.trainable = definition.embeddings.trainable
         model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate, clipnorm=cfg.clipnorm),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         monitor = "accuracy"
@@ -202,18 +206,17 @@ def evaluate(work_dir, splits=("test",), *, beam_size=None, cached=True):
     """
     work_dir = Path(work_dir)
     definition, translator = load_translator(work_dir)
-    inputter = Inputter(definition)
+    inputter = Inputter(definition, tokenizers={"source": translator.source_tokenizer,
+                                                "target": translator.target_tokenizer})
     metrics_path = work_dir / "metrics.json"
     results = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     for split in splits:
         batches = _split_or_none(inputter, split)
         if batches is None:
             continue
-        pairs = [(ex["source"].decode(), ex["target"].decode())
-                 for ex in inputter.examples(split).as_numpy_iterator()]
-        sources, references = zip(*pairs) if pairs else ((), ())
-        hypotheses = evaluation.translate_all(translator, sources, beam_size=beam_size, cached=cached)
-        results[split] = {**evaluation.translation_metrics(hypotheses, references),
+        hypotheses = evaluation.translate_all(translator, inputter.texts(split, "source"), beam_size=beam_size,
+                                              cached=cached)
+        results[split] = {**evaluation.translation_metrics(hypotheses, inputter.texts(split, "target")),
                           "perplexity": evaluation.perplexity(translator.model, batches),
                           "beam_size": beam_size or definition.decode.beam_size}
     metrics_path.write_text(json.dumps(results, indent=2))
@@ -239,7 +242,8 @@ def cross_validate(definition, work_dir, *, verbose="auto"):
     return summary
 
 
-def _run_definition(work_dir):
+def run_definition(work_dir):
+    """The validated definition of a finished run."""
     work_dir = Path(work_dir)
     if not (work_dir / "best.keras").exists():
         raise ConfigError(work_dir, "best.keras", "no trained model in this run folder (run `seqapp train` first)")
@@ -248,7 +252,7 @@ def _run_definition(work_dir):
 
 
 def _load_definition_and_model(work_dir, task):
-    definition = _run_definition(work_dir)
+    definition = run_definition(work_dir)
     if definition.task != task:
         raise ConfigError(Path(work_dir) / "definition.yaml", "task", f"this is a {definition.task} run, not {task}")
     return definition, keras.models.load_model(Path(work_dir) / "best.keras")
@@ -280,7 +284,7 @@ def export(work_dir, base_path, version=None):
     and `exporters.export_translator`), with warmup requests from the run's own inputs and a
     model card."""
     work_dir = Path(work_dir)
-    definition = _run_definition(work_dir)
+    definition = run_definition(work_dir)
     metrics_path = work_dir / "metrics.json"
     warmup = work_dir / "warmup.txt"
     card = {

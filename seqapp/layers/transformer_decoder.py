@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from seqapp.layers.cached_multi_head_attention import CachedMultiHeadAttention
+from seqapp.layers.transformer_encoder import residual
 
 
 @keras.saving.register_keras_serializable(package="seqapp")
@@ -84,12 +85,6 @@ class TransformerDecoder(keras.layers.Layer):
         return {"self_key": empty, "self_value": empty,
                 "memory_key": projected["key"], "memory_value": projected["value"]}
 
-    def _sublayer(self, index, x, fn, training):
-        """Residual sub-block with pre- or post-layer-norm."""
-        y = fn(self.norms[index](x) if self.norm_first else x)
-        x = x + self.drop(y, training=training)
-        return x if self.norm_first else self.norms[index](x)
-
     def call(self, inputs, memory=None, memory_mask=None, cache=None, training=None):
         memory_attention_mask = None if memory_mask is None else memory_mask[:, None, :]
         if cache is None:
@@ -118,9 +113,9 @@ class TransformerDecoder(keras.layers.Layer):
         def feed_forward(x):
             return self.ffn_outer(self.drop(self.ffn_inner(x), training=training))
 
-        x = self._sublayer(0, inputs, self_attend, training)
-        x = self._sublayer(1, x, cross_attend, training)
-        x = self._sublayer(2, x, feed_forward, training)
+        x = inputs
+        for norm, sublayer in zip(self.norms, (self_attend, cross_attend, feed_forward)):
+            x = residual(x, sublayer, norm, self.drop, self.norm_first, training)
         if cache is not None:
             cache = {**cache, "self_key": new_self_cache["key"], "self_value": new_self_cache["value"]}
         return x, weights, cache

@@ -5,6 +5,13 @@ import keras
 from seqapp.layers.cached_multi_head_attention import CachedMultiHeadAttention
 
 
+def residual(x, sublayer, norm, dropout, norm_first, training=None):
+    """One residual sub-block: `x + dropout(sublayer(x))` with pre- or post-layer-norm."""
+    y = sublayer(norm(x) if norm_first else x)
+    x = x + dropout(y, training=training)
+    return x if norm_first else norm(x)
+
+
 @keras.saving.register_keras_serializable(package="seqapp")
 class TransformerEncoder(keras.layers.Layer):
     """Transformer encoder layer (Vaswani et al., 2017).
@@ -64,15 +71,15 @@ class TransformerEncoder(keras.layers.Layer):
 
     def call(self, inputs, padding_mask=None, training=None):
         mask = None if padding_mask is None else padding_mask[:, None, :]
-        x = self.attention_norm(inputs) if self.norm_first else inputs
-        x, _, _ = self.attention(x, x, attention_mask=mask, training=training)
-        x = inputs + self.drop(x, training=training)
-        if not self.norm_first:
-            x = self.attention_norm(x)
-        y = self.ffn_norm(x) if self.norm_first else x
-        y = self.ffn_outer(self.drop(self.ffn_inner(y), training=training))
-        y = x + self.drop(y, training=training)
-        return y if self.norm_first else self.ffn_norm(y)
+
+        def self_attend(x):
+            return self.attention(x, x, attention_mask=mask, training=training)[0]
+
+        def feed_forward(x):
+            return self.ffn_outer(self.drop(self.ffn_inner(x), training=training))
+
+        x = residual(inputs, self_attend, self.attention_norm, self.drop, self.norm_first, training)
+        return residual(x, feed_forward, self.ffn_norm, self.drop, self.norm_first, training)
 
     def compute_output_shape(self, inputs_shape):
         return inputs_shape
