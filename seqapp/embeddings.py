@@ -27,6 +27,24 @@ from seqapp.data import readers
 from seqapp.errors import ConfigError
 
 
+def _corpus_entries(definition):
+    """`(entry, builder or None, path or None)` for each corpus entry: a dataset's builder, or
+    a plain-text file's path.
+
+    Raises:
+        ConfigError: an entry is neither a dataset nor a file.
+    """
+    for entry in definition.embeddings.corpus:
+        if entry.partition("/")[0] in datasets.DATASETS:
+            yield entry, datasets.builder(entry), None
+            continue
+        path = Path(definition.base_dir, entry)
+        if not path.is_file():
+            raise ConfigError(definition.origin, "embeddings.corpus",
+                              f"{entry!r} is neither a dataset ({', '.join(sorted(datasets.DATASETS))}) nor a file")
+        yield entry, None, path
+
+
 def corpus_texts(definition):
     """The strings of `definition.embeddings.corpus`, as a `tf.data.Dataset`.
 
@@ -34,21 +52,16 @@ def corpus_texts(definition):
     other entry is a plain-text file, one document a line.
     """
     parts = []
-    for entry in definition.embeddings.corpus:
-        if entry.partition("/")[0] in datasets.DATASETS:
-            builder = datasets.prepare(entry)
-            if "text" not in builder.info.features:
-                raise ConfigError(definition.origin, "embeddings.corpus", f"{entry} has no `text` feature")
-            for split in sorted(builder.info.splits):
-                parts.append(builder.as_dataset(split=split, shuffle_files=False).map(lambda ex: ex["text"]))
-        else:
-            path = Path(definition.base_dir, entry)
-            if not path.is_file():
-                raise ConfigError(definition.origin, "embeddings.corpus",
-                                  f"{entry!r} is neither a dataset ({', '.join(sorted(datasets.DATASETS))}) "
-                                  f"nor a file")
+    for entry, builder, path in _corpus_entries(definition):
+        if builder is None:
             rows = readers.read_plain_text(path)
             parts.append(tf.data.Dataset.from_tensor_slices([row["text"] for row in rows]))
+            continue
+        builder.download_and_prepare()
+        if "text" not in builder.info.features:
+            raise ConfigError(definition.origin, "embeddings.corpus", f"{entry} has no `text` feature")
+        for split in sorted(builder.info.splits):
+            parts.append(builder.as_dataset(split=split, shuffle_files=False).map(lambda ex: ex["text"]))
     texts = parts[0]
     for part in parts[1:]:
         texts = texts.concatenate(part)
@@ -59,12 +72,12 @@ def corpus_texts(definition):
 def corpus_identity(definition):
     """A string naming the corpus, for cache keys of what is learned from it."""
     names = []
-    for entry in definition.embeddings.corpus:
-        if entry.partition("/")[0] in datasets.DATASETS:
-            names.append(f"dataset={entry}/{datasets.builder(entry).info.version}")
+    for entry, builder, path in _corpus_entries(definition):
+        if builder is not None:
+            names.append(f"dataset={entry}/{builder.info.version}")
         else:
-            stat = Path(definition.base_dir, entry).stat()
-            names.append(f"file={Path(definition.base_dir, entry).resolve()}/{stat.st_size}/{stat.st_mtime_ns}")
+            stat = path.stat()
+            names.append(f"file={path.resolve()}/{stat.st_size}/{stat.st_mtime_ns}")
     return "+".join(names)
 
 

@@ -115,6 +115,9 @@ def test_a_corpus_that_is_neither_dataset_nor_file_is_named(tmp_path, seqapp_cac
                                   "embeddings": {"corpus": ["no_such.txt"]}, "base_dir": str(tmp_path)})
     with pytest.raises(ConfigError, match="embeddings.corpus.*'no_such.txt' is neither a dataset"):
         embeddings.corpus_texts(definition)
+    # Also where a run meets it first: the vocabulary's cache key names the corpus.
+    with pytest.raises(ConfigError, match="embeddings.corpus.*'no_such.txt' is neither a dataset"):
+        Inputter(definition).tokenizers
 
 
 def test_one_string_is_a_one_entry_corpus():
