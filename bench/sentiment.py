@@ -2,7 +2,9 @@
 
 For each model family (bilstm, lstm, gru, tcn, rnn) trains seqapp's classifier with
 `runner.cross_validate` on MR's shipped folds, and BiLSTM and TCN with `runner.train`
-on GLUE SST-2 (dev accuracy; GLUE hides test labels). Records wall time and training
+on GLUE SST-2 (dev accuracy; GLUE hides test labels). The SST-2 runs train the shipped
+definitions `pipelines/sentiment_<family>.yaml` (with this run's seed and epochs), so
+`seqapp train` on those files reproduces the figures. Records wall time and training
 tokens/s per model, then exports the SST-2 BiLSTM and times its `serving_default`
 signature at batch 1 and 64. Accuracies are fractions. Partial results are written
 after every model, so an interrupted run still leaves its figures.
@@ -73,14 +75,28 @@ def mr_cv(family, args, work_root):
                      "epochs_per_fold": [epochs_run(work_root / f"mr_{family}" / f"fold{f}") for f in range(args.folds)]}
 
 
-def sst2(family, args, work_root):
-    defn = definition("sst2", family, args)
+def sst2_definition(family, args):
+    return config.load_definition(Path(__file__).resolve().parents[1] / "pipelines" / f"sentiment_{family}.yaml",
+                                  {"seed": args.seed, "train.epochs": args.epochs})
+
+
+def embeddings_of(defn):
+    """How a definition's embeddings start, in words."""
+    if defn.embeddings is None:
+        return "random"
+    how = "fine-tuned" if defn.embeddings.trainable else "frozen"
+    return f"word2vec on {'+'.join(defn.embeddings.corpus)}, {how}"
+
+
+def sst2(family, args):
+    """Trains `pipelines/sentiment_<family>.yaml` on SST-2; returns (results, cost, definition, run folder)."""
+    defn = sst2_definition(family, args)
+    work_dir = Path(args.work_root) / ("pretrained" if defn.embeddings else "random") / f"sst2_{family}"
     start = time.perf_counter()
-    results = runner.train(defn, work_root / f"sst2_{family}", verbose=args.verbose)
+    results = runner.train(defn, work_dir, verbose=args.verbose)
     wall = time.perf_counter() - start
-    tokens = train_tokens(defn) * epochs_run(work_root / f"sst2_{family}")
-    return results, {"wall_s": wall, "tokens_per_s": tokens / wall,
-                     "epochs": epochs_run(work_root / f"sst2_{family}")}
+    tokens = train_tokens(defn) * epochs_run(work_dir)
+    return results, {"wall_s": wall, "tokens_per_s": tokens / wall, "epochs": epochs_run(work_dir)}, defn, work_dir
 
 
 def latency(work_dir, export_dir, repeats):
@@ -104,7 +120,7 @@ def latency(work_dir, export_dir, repeats):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--families", nargs="+", default=list(FAMILIES))
+    parser.add_argument("--families", nargs="*", default=list(FAMILIES))
     parser.add_argument("--sst2-families", nargs="*", default=list(SST2_FAMILIES))
     parser.add_argument("--folds", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=10)
@@ -124,7 +140,8 @@ def main():
     if previous.exists():
         # Models not run now keep their figures from the last run, each saying how it was trained.
         last = json.loads(previous.read_text())
-        for key in ("mr_cv_accuracy", "mr_cv_macro_f1", "sst2_dev_accuracy", "sst2_dev_embeddings"):
+        for key in ("mr_cv_accuracy", "mr_cv_macro_f1", "sst2_dev_accuracy", "sst2_dev_embeddings",
+                    "sst2_definitions"):
             chosen = args.sst2_families if key.startswith("sst2") else args.families
             figures[key] = {family: value for family, value in last.get(key, {}).items() if family not in chosen}
         for family, value in figures["mr_cv_accuracy"].items():
@@ -143,7 +160,8 @@ def main():
     figures["settings"] = {"folds": args.folds, "max_epochs": args.epochs, "seed": args.seed,
                            "model": definition("mr_polarity", "bilstm", args).model.model_dump(),
                            "embeddings": embedding, "tcn_units": 128,
-                           "early_stopping": "val_accuracy, patience 2, best weights"}
+                           "early_stopping": "val_accuracy, patience 2, best weights",
+                           "sst2": "the shipped pipelines/sentiment_<family>.yaml: see sst2_definitions"}
     for family in args.families:
         summary, cost = mr_cv(family, args, work_root)
         figures["mr_cv_accuracy"][family] = {**{k: summary["accuracy"][k] for k in ("mean", "std", "per_fold")},
@@ -152,17 +170,21 @@ def main():
         figures["training"]["mr"][family] = cost
         print(f"MR {family}: {summary['accuracy']['mean']:.4f} ± {summary['accuracy']['std']:.4f}", flush=True)
         common.write("sentiment", figures)
+    work_dirs = {}
     for family in args.sst2_families:
-        results, cost = sst2(family, args, work_root)
+        results, cost, defn, work_dirs[family] = sst2(family, args)
         figures["sst2_dev_accuracy"][family] = results["validation"]["accuracy"]
-        figures.setdefault("sst2_dev_embeddings", {})[family] = embedding
+        figures.setdefault("sst2_dev_embeddings", {})[family] = embeddings_of(defn)
+        figures.setdefault("sst2_definitions", {})[family] = {
+            "file": f"pipelines/sentiment_{family}.yaml",
+            **defn.model_dump(mode="json", include={"tokenizer", "pipeline", "model", "train", "embeddings"})}
         figures["training"]["sst2"][family] = cost
         print(f"SST-2 {family}: dev {results['validation']['accuracy']:.4f}", flush=True)
         common.write("sentiment", figures)
     if "bilstm" in args.sst2_families:
-        export_dir = work_root / "export" / "sentiment"
+        export_dir = work_dirs["bilstm"].parent / "export" / "sentiment"
         shutil.rmtree(export_dir, ignore_errors=True)
-        figures["export_latency_sst2_bilstm"] = latency(work_root / "sst2_bilstm", export_dir, args.repeats)
+        figures["export_latency_sst2_bilstm"] = latency(work_dirs["bilstm"], export_dir, args.repeats)
     figures["goals"] = {
         "mr_bilstm_ge_0.78": figures["mr_cv_accuracy"].get("bilstm", {}).get("mean", 0) >= GOALS["mr_bilstm"],
         "sst2_bilstm_ge_0.85": figures["sst2_dev_accuracy"].get("bilstm", 0) >= GOALS["sst2_bilstm"],

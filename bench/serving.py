@@ -11,6 +11,12 @@ beforehand). Each cell runs a warm-up, then measures for `--seconds` (at most
 `--max-requests` requests): requests/s, p50 and p99 latency, errors, and the
 CPU seconds the server and the client used (both share this machine's cores).
 
+Ceiling: the same export loaded in the bench process (`seqapp.serving.servable.load`)
+and called by 32 threads through `Servable.run`, batching on (serving/batching.config)
+and off, with no transport at all; and the model's own cost per row at batch 1, 8, 32
+and 64 (one thread, sequential calls). Batching cannot speed the server up by more
+than it speeds these up.
+
 Hot swap: concurrency 32 (half REST, half gRPC) for `--swap-seconds`; after a
 third of it, version 2 (a copy of version 1) is published as
 `seqapp.exporters.publish` does (written to a dot-folder, renamed into place).
@@ -46,6 +52,8 @@ ALTERNATIVES = {
     "1_thread_1ms": {"num_batch_threads": 1, "batch_timeout_micros": 1000},
     "1_thread_5ms": {"num_batch_threads": 1, "batch_timeout_micros": 5000},
     "2_threads_5ms": {"num_batch_threads": 2, "batch_timeout_micros": 5000},
+    # Batches run at their own size: no rows of padding (on a CPU, padding is only extra work).
+    "no_allowed_batch_sizes": {"allowed_batch_sizes": None},
 }
 
 
@@ -178,6 +186,26 @@ class GrpcCaller:
         self.channel.close()
 
 
+class InProcessCaller:
+    """`Servable.run` called directly: what the server's work costs without any transport."""
+
+    def __init__(self, servable, texts):
+        self.servable = servable
+        self.inputs = [{"text": np.array([text.encode("utf-8")], dtype=object)} for text in texts]
+
+    def session(self):
+        from seqapp.serving.errors import ServingError
+
+        def call(i):
+            try:
+                self.servable.run("", self.inputs[i % len(self.inputs)], ["probabilities"])
+            except ServingError as error:
+                return False, None, f"{error.code.name}: {error.message}"
+            return True, self.servable.version, None
+
+        return call, lambda: None
+
+
 def drive(callers, concurrency, warmup, seconds, max_requests, on_answer=None):
     """Closed-loop load: `concurrency` threads (thread k uses callers[k % len(callers)]) for `warmup` + `seconds`
     (stopping early after `max_requests` measured requests). Returns the measured figures."""
@@ -256,6 +284,40 @@ def run_cells(server, args, texts, bodies, batching, concurrencies):
     return results
 
 
+def ceiling(version1, args, texts):
+    """Transport-free figures: the model's cost per row by batch size, and concurrency 32 through
+    `Servable.run` in this process with batching on and off (see the module docstring)."""
+    from seqapp.serving import batching
+    from seqapp.serving import servable as servables
+
+    servable = servables.load(version1, MODEL, 1)
+    rows = [text.encode("utf-8") for text in texts]
+    per_row = {}
+    for size in (1, 8, 32, 64):
+        calls = max(20, 640 // size)
+        batches = [{"text": np.array([rows[(i * size + j) % len(rows)] for j in range(size)], dtype=object)}
+                   for i in range(calls)]
+        servable.run("", batches[0])  # warm-up
+        start = time.perf_counter()
+        for inputs in batches:
+            servable.run("", inputs, ["probabilities"])
+        per_row[str(size)] = round((time.perf_counter() - start) * 1000 / (calls * size), 3)
+    figures = {"model_ms_per_row_one_thread": per_row}
+    for key, options in (("batching_on", batching.read_options(DEFAULT_BATCHING)), ("batching_off", None)):
+        servable.batcher = None if options is None else batching.BatchScheduler(servable._run, options, MODEL, 1)
+        cpu = sum(os.times()[:2])
+        cell = drive([InProcessCaller(servable, texts)], 32, args.warmup, args.seconds, args.max_requests)
+        cell["cpu_s"] = round(sum(os.times()[:2]) - cpu, 2)
+        if servable.batcher is not None:
+            servable.batcher.close()
+            servable.batcher.join(10)
+        figures[key] = cell
+        print(f"in-process {key} c=32 {cell['rps']:8.1f} req/s  p50 {cell['p50_ms']:7.1f} ms", flush=True)
+    figures["speedup_at_32"] = round(figures["batching_on"]["rps"] / figures["batching_off"]["rps"], 2)
+    figures["model_speedup_batch_32_over_1"] = round(per_row["1"] / per_row["32"], 2)
+    return figures
+
+
 def hot_swap(base, version1, work, args, texts, bodies):
     from seqapp import exporters
 
@@ -324,7 +386,7 @@ def main():
     base, version1, source = prepare_model(args, work)
     texts = sentences()
     bodies = [json.dumps({"instances": [text]}).encode("utf-8") for text in texts]
-    figures = {"rest": {}, "grpc": {}}
+    figures = {"rest": {}, "grpc": {}, "ceiling_in_process": ceiling(version1, args, texts)}
     for batching in (DEFAULT_BATCHING, None):
         server = start_server(base, work / f"server_batching_{'on' if batching else 'off'}.log", batching)
         try:
@@ -341,7 +403,10 @@ def main():
             path = work / f"batching_{name}.config"
             text = DEFAULT_BATCHING.read_text()
             for field, value in changes.items():
-                text = re.sub(rf"^{field} {{ value: \d+ }}", f"{field} {{ value: {value} }}", text, flags=re.M)
+                if value is None:  # the field removed
+                    text = re.sub(rf"^{field}\b.*\n", "", text, flags=re.M)
+                else:
+                    text = re.sub(rf"^{field} {{ value: \d+ }}", f"{field} {{ value: {value} }}", text, flags=re.M)
             path.write_text(text)
             server = start_server(base, work / f"server_batching_{name}.log", path)
             try:
@@ -365,6 +430,7 @@ def main():
         p99 = figures[protocol].get("32", {}).get("batching_on", {}).get("p99_ms")
         goals[f"{protocol}_p99_ms_at_32_batching"] = round(p99, 1) if p99 else None
         goals[f"{protocol}_p99_at_32_le_100ms"] = bool(p99 is not None and p99 <= GOALS["p99_ms_at_32_batching"])
+    goals["in_process_ceiling_speedup_at_32"] = figures["ceiling_in_process"]["speedup_at_32"]
     goals["hot_swap_zero_failures"] = figures["hot_swap"]["failed_requests"] == 0
     goals["hot_swap_new_version_seen"] = figures["hot_swap"]["new_version_seen"]
     figures["goals"] = goals
@@ -377,6 +443,9 @@ def main():
                        "max_enqueued_batches 32, num_batch_threads 2, allowed_batch_sizes 1..64 powers of 2)",
         "batching_off": "--enable_batching=false",
         "batching_alternatives_at_32": "serving/batching.config with the listed changes, concurrency 32 only",
+        "ceiling_in_process": "the export loaded in the bench process; 32 threads call Servable.run with "
+                              "serving/batching.config's BatchScheduler (on) or none (off): no HTTP, no gRPC; "
+                              "model_ms_per_row_one_thread: sequential calls of 1, 8, 32, 64 dev sentences",
         "server": "python -m seqapp serve, 127.0.0.1, --rest_api_num_threads 64 --grpc_max_threads 64 (defaults)",
         "client": "closed loop, one process, `concurrency` Python threads; REST: persistent http.client connection "
                   "per thread; gRPC: one channel shared by all threads",

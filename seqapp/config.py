@@ -175,6 +175,12 @@ class TrainConfig(_Section):
             steps to `learning_rate`, then decays it with the inverse square
             root of the step (the Transformer schedule); 0 keeps it constant.
         label_smoothing: probability mass spread over the vocabulary (translation).
+        class_weight: "balanced" weighs each training example by
+            `examples / (classes * examples of its class)`, so every class
+            counts alike in the loss, as if the training labels were balanced
+            (for a skewed training split, e.g. SST-2's phrases, 56% positive,
+            scored on balanced sentences); "none" weighs all examples alike.
+            Classification only.
     """
 
     epochs: int = pydantic.Field(10, ge=1)
@@ -184,6 +190,7 @@ class TrainConfig(_Section):
     folds: int = pydantic.Field(1, ge=1)
     warmup_steps: int = pydantic.Field(0, ge=0)
     label_smoothing: float = pydantic.Field(0.0, ge=0.0, lt=1.0)
+    class_weight: Literal["none", "balanced"] = "none"
 
 
 class DecodeConfig(_Section):
@@ -332,6 +339,8 @@ def _check_sections_agree(definition, source):
     if definition.task == "translation" and definition.train.folds > 1:
         raise ConfigError(source, "train.folds", "cross-validation is for classification; translation uses the "
                           "data's own validation and test splits")
+    if definition.task == "translation" and definition.train.class_weight != "none":
+        raise ConfigError(source, "train.class_weight", "class weights are for classification")
     if definition.embeddings is not None and definition.task != "classification":
         raise ConfigError(source, "embeddings", "pretrained embeddings are for classification")
     if definition.model.share_embeddings and not definition.tokenizer.shared:

@@ -9,6 +9,7 @@ import functools
 import hashlib
 import json
 
+import numpy as np
 import tensorflow as tf
 
 from seqapp import embeddings
@@ -94,6 +95,13 @@ class Inputter:
     @functools.cached_property
     def train_lengths(self):
         return pipeline.example_lengths(self.encoded("train"))
+
+    @functools.cached_property
+    def label_counts(self):
+        """Training examples per label index (classification), as a numpy array."""
+        labels = self.encoded("train").map(lambda ex: ex["label"], num_parallel_calls=tf.data.AUTOTUNE)
+        values = np.concatenate([batch.numpy() for batch in labels.batch(65536)] or [np.zeros([0], np.int64)])
+        return np.bincount(values, minlength=len(self.label_names))
 
     @functools.cached_property
     def buckets(self):

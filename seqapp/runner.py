@@ -94,6 +94,18 @@ def confusion_text(matrix, labels):
     return "\n".join(lines)
 
 
+def balanced_class_weights(counts):
+    """`{class: examples / (classes * examples of the class)}` (sklearn's "balanced"); a class
+    absent from training gets weight 1 (it has no example to weigh).
+
+    >>> balanced_class_weights(np.array([30, 10]))
+    {0: 0.6666666666666666, 1: 2.0}
+    """
+    counts = np.asarray(counts)
+    total, classes = counts.sum(), len(counts)
+    return {index: float(total / (classes * count)) if count else 1.0 for index, count in enumerate(counts)}
+
+
 def train(definition, work_dir, *, fold=None, verbose="auto"):
     """Trains the definition's model and evaluates it on the validation and (labelled) test splits.
 
@@ -127,6 +139,7 @@ def train(definition, work_dir, *, fold=None, verbose="auto"):
         model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate, clipnorm=cfg.clipnorm),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         monitor = "accuracy"
+        class_weight = balanced_class_weights(inputter.label_counts) if cfg.class_weight == "balanced" else None
     else:
         for side in ("source", "target"):
             shutil.copyfile(inputter.tokenizers[side].vocab_path, work_dir / f"{side}_vocab.txt")
@@ -137,6 +150,7 @@ def train(definition, work_dir, *, fold=None, verbose="auto"):
         model.compile(optimizer=keras.optimizers.Adam(rate, beta_2=0.98, epsilon=1e-9, clipnorm=cfg.clipnorm),
                       loss=MaskedSequenceLoss(cfg.label_smoothing), metrics=[masked_accuracy])
         monitor = "loss"
+        class_weight = None
 
     validation = _split_or_none(inputter, "validation")
     resuming = (work_dir / "backup").exists()  # BackupAndRestore left state: a killed run
@@ -157,6 +171,7 @@ def train(definition, work_dir, *, fold=None, verbose="auto"):
         callbacks=callbacks,
         verbose=verbose,
         shuffle=False,  # the pipeline shuffles (seeded) before bucketing
+        class_weight=class_weight,
     )
     seconds = time.perf_counter() - started
     epochs = len(history.history.get("loss", []))

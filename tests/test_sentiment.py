@@ -191,6 +191,33 @@ def test_cross_validation_reports_each_fold(tmp_path, seqapp_cache_dir):
     assert summary["accuracy"]["mean"] == pytest.approx(np.mean(summary["accuracy"]["per_fold"]))
 
 
+@pytest.mark.parametrize("class_weight, prior", [("none", 0.75), ("balanced", 0.5)])
+def test_balanced_class_weight_trains_as_if_labels_were_balanced(tmp_path, seqapp_cache_dir, class_weight, prior):
+    import keras
+
+    from seqapp.inputters import Inputter
+
+    # Every text is "pos" three times and "neg" once: the texts say nothing, so the model can only learn
+    # the label prior, 3/4 "pos" as the data stands and 1/2 when each class weighs alike.
+    definition = _definition(tmp_path, train={"class_weight": class_weight, "epochs": 1})
+    texts = POSITIVE + NEGATIVE
+    _write_csv(tmp_path / "train.csv", ([(t, "pos") for t in texts] * 3 + [(t, "neg") for t in texts]) * 10)
+    inputter = Inputter(definition)
+    assert inputter.label_names == ["neg", "pos"]
+    assert inputter.label_counts.tolist() == [120, 360]
+    runner.train(definition, tmp_path / "run", verbose=0)
+    model = keras.models.load_model(tmp_path / "run" / "best.keras")
+    positive = model.predict(inputter.dataset("train", training=False), verbose=0)[:, 1]
+    assert positive.mean() == pytest.approx(prior, abs=0.07)
+    assert positive.std() < 0.05
+
+
+def test_balanced_class_weights_formula():
+    assert runner.balanced_class_weights(np.array([30, 10])) == {0: 40 / 60, 1: 40 / 20}
+    # A class without training examples has nothing to weigh.
+    assert runner.balanced_class_weights(np.array([5, 0, 5])) == {0: 10 / 15, 1: 1.0, 2: 10 / 15}
+
+
 def test_killed_run_resumes_from_backup(tmp_path, seqapp_cache_dir):
     import keras
 
