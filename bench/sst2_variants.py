@@ -1,0 +1,108 @@
+"""SST-2 BiLSTM variants: dev accuracy of the shipped definition with one change at a time.
+
+Trains `pipelines/sentiment_bilstm.yaml` (the model bench/sentiment.py reports) with each
+variant's overrides, as `seqapp train --set` would, once per seed, and records dev accuracy
+and macro-F1 per run, their mean, and the change from the shipped definition at the same
+seeds. A run folder whose saved definition equals the one to train is read instead of
+trained again (`--work-root`), so an interrupted sweep resumes. Accuracies are fractions.
+
+    SEQAPP_DATA_DIR=../shared/data python bench/sst2_variants.py                 # seed 42
+    SEQAPP_DATA_DIR=../shared/data python bench/sst2_variants.py --seeds 42 7 --variants shipped attention_pooling
+
+Each run takes 2-4 minutes on 2 CPU cores once the IMDB embeddings are cached. Figures of
+variants and seeds not run keep their values from the last run.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from seqapp import config
+from seqapp import runner
+
+import common
+
+PIPELINE = Path(__file__).resolve().parents[1] / "pipelines" / "sentiment_bilstm.yaml"
+VARIANTS = {
+    "shipped": {},
+    "frozen_embeddings": {"embeddings.trainable": False},
+    "embedding_dim_300": {"model.embedding_dim": 300},
+    "attention_pooling": {"model.pooling": "attention"},
+    "dropout_0.3": {"model.dropout": 0.3},
+    "tokens_per_batch_512": {"pipeline.tokens_per_batch": 512},
+    "balanced_class_weight": {"train.class_weight": "balanced"},
+}
+# Where a definition may live without changing what it trains.
+_LOCATION = {"origin", "base_dir"}
+
+
+def definition(overrides, seed):
+    return config.load_definition(PIPELINE, {**overrides, "seed": seed})
+
+
+def finished_run(work_dir, defn):
+    """The run's metrics when `work_dir` holds a finished run of exactly `defn`, else None."""
+    saved, metrics = work_dir / "definition.yaml", work_dir / "metrics.json"
+    if not (saved.exists() and metrics.exists()):
+        return None
+    previous = config.validate(yaml.safe_load(saved.read_text()))
+    if previous.model_dump(exclude=_LOCATION) != defn.model_dump(exclude=_LOCATION):
+        return None
+    return json.loads(metrics.read_text())
+
+
+def run(name, seed, args):
+    defn = definition(VARIANTS[name], seed)
+    work_dir = Path(args.work_root) / f"{name}_seed{seed}"
+    metrics = finished_run(work_dir, defn)
+    reused = metrics is not None
+    if not reused:
+        metrics = {"validation": runner.train(defn, work_dir, verbose=args.verbose)["validation"]}
+    validation = metrics["validation"]
+    return {"accuracy": validation["accuracy"], "macro_f1": validation["macro_f1"], "run": str(work_dir),
+            "reused": reused}
+
+
+def summarize(figures):
+    shipped = figures["runs"].get("shipped", {})
+    summary = {}
+    for name, per_seed in figures["runs"].items():
+        accuracies = {seed: cell["accuracy"] for seed, cell in per_seed.items()}
+        same_seeds = [seed for seed in accuracies if seed in shipped]
+        summary[name] = {
+            "seeds": sorted(accuracies, key=int),
+            "mean_accuracy": float(np.mean(list(accuracies.values()))),
+            # Paired by seed: the shipped definition's run with the same seed.
+            "vs_shipped": (float(np.mean([accuracies[s] - shipped[s]["accuracy"] for s in same_seeds]))
+                           if same_seeds else None),
+        }
+    return summary
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42])
+    parser.add_argument("--work-root", default="runs/bench_sst2_variants")
+    parser.add_argument("--verbose", type=int, default=2)
+    args = parser.parse_args()
+    previous = common.RESULTS / "sst2_variants.json"
+    figures = {"accuracy_unit": "fraction", "runs": {}}
+    if previous.exists():
+        figures["runs"] = json.loads(previous.read_text())["runs"]
+    figures["pipeline"] = "pipelines/sentiment_bilstm.yaml"
+    figures["variants"] = VARIANTS
+    for name in args.variants:
+        for seed in args.seeds:
+            cell = run(name, seed, args)
+            figures["runs"].setdefault(name, {})[str(seed)] = cell
+            print(f"{name} seed {seed}: dev accuracy {cell['accuracy']:.4f}", flush=True)
+            figures["summary"] = summarize(figures)
+            common.write("sst2_variants", figures)
+
+
+if __name__ == "__main__":
+    main()
