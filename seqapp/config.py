@@ -178,9 +178,9 @@ class TrainConfig(_Section):
         class_weight: "balanced" weighs each training example by
             `examples / (classes * examples of its class)`, so every class
             counts alike in the loss, as if the training labels were balanced
-            (for a skewed training split, e.g. SST-2's phrases, 56% positive,
-            scored on balanced sentences); "none" weighs all examples alike.
-            Classification only.
+            (for a skewed training split, or one whose label mix differs from
+            the data the model is scored or served on); "none" weighs all
+            examples alike. Classification only.
     """
 
     epochs: int = pydantic.Field(10, ge=1)
