@@ -106,6 +106,13 @@ def balanced_class_weights(counts):
     return {index: float(total / (classes * count)) if count else 1.0 for index, count in enumerate(counts)}
 
 
+def _reseed(definition):
+    """Seeds again just before the model is built. Preparing a dataset or learning a vocabulary
+    the first time draws from the global random state, and loading either from the cache does
+    not: without this, a run's initial weights would depend on what the cache held."""
+    keras.utils.set_random_seed(definition.seed)
+
+
 def train(definition, work_dir, *, fold=None, verbose="auto"):
     """Trains the definition's model and evaluates it on the validation and (labelled) test splits.
 
@@ -131,10 +138,13 @@ def train(definition, work_dir, *, fold=None, verbose="auto"):
         shutil.copyfile(tokenizer.vocab_path, work_dir / "vocab.txt")
         (work_dir / "labels.txt").write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
         _write_warmup_samples(inputter, "text", work_dir / "warmup.txt")
+        vectors = (embeddings.pretrained_embeddings(definition, tokenizer, definition.model.embedding_dim)
+                   if definition.embeddings is not None else None)
+        _reseed(definition)
         model = build_classifier(definition.model, tokenizer.vocab_size + 1, len(labels))
-        if definition.embeddings is not None:
+        if vectors is not None:
             layer = model.get_layer("embedding")
-            layer.set_weights([embeddings.pretrained_embeddings(definition, tokenizer, definition.model.embedding_dim)])
+            layer.set_weights([vectors])
             layer.trainable = definition.embeddings.trainable
         model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate, clipnorm=cfg.clipnorm),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -144,6 +154,7 @@ def train(definition, work_dir, *, fold=None, verbose="auto"):
         for side in ("source", "target"):
             shutil.copyfile(inputter.tokenizers[side].vocab_path, work_dir / f"{side}_vocab.txt")
         _write_warmup_samples(inputter, "source", work_dir / "warmup.txt")
+        _reseed(definition)
         model = build_seq2seq(definition.model, inputter.tokenizers["source"].vocab_size + 1,
                               inputter.tokenizers["target"].vocab_size + 1)
         rate = WarmupInverseSqrt(cfg.learning_rate, cfg.warmup_steps) if cfg.warmup_steps else cfg.learning_rate

@@ -212,6 +212,25 @@ def test_balanced_class_weight_trains_as_if_labels_were_balanced(tmp_path, seqap
     assert positive.std() < 0.05
 
 
+def test_a_run_does_not_depend_on_what_the_cache_held(tmp_path, monkeypatch, shared_data_dir):
+    import keras
+
+    # The first run prepares MR and learns the vocabulary (both draw random numbers), the second
+    # finds both cached: same seed, same weights.
+    monkeypatch.setenv("SEQAPP_CACHE_DIR", str(tmp_path / "cache"))
+    definition = config.validate({
+        "task": "classification", "seed": 3, "data": {"dataset": "mr_polarity", "max_train_examples": 200},
+        "tokenizer": {"vocab_size": 500}, "pipeline": {"max_length": 16, "tokens_per_batch": 256},
+        "model": {"family": "gru", "embedding_dim": 8, "units": 8}, "train": {"epochs": 1},
+    })
+    weights = []
+    for run in ("cold", "warm"):
+        runner.train(definition, tmp_path / run, verbose=0)
+        weights.append(keras.models.load_model(tmp_path / run / "best.keras").get_weights())
+    for cold, warm in zip(*weights):
+        np.testing.assert_array_equal(cold, warm)
+
+
 def test_balanced_class_weights_formula():
     assert runner.balanced_class_weights(np.array([30, 10])) == {0: 40 / 60, 1: 40 / 20}
     # A class without training examples has nothing to weigh.
