@@ -107,9 +107,9 @@ def balanced_class_weights(counts):
 
 
 def _reseed(definition):
-    """Seeds again just before the model is built. Preparing a dataset or learning a vocabulary
-    the first time draws from the global random state, and loading either from the cache does
-    not: without this, a run's initial weights would depend on what the cache held."""
+    """Seeds again just before the model is built. Preparing a dataset the first time draws from
+    the global random state, and loading it from the cache does not: without this, a run's
+    initial weights would depend on what the cache held."""
     keras.utils.set_random_seed(definition.seed)
 
 

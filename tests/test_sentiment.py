@@ -215,7 +215,7 @@ def test_balanced_class_weight_trains_as_if_labels_were_balanced(tmp_path, seqap
 def test_a_run_does_not_depend_on_what_the_cache_held(tmp_path, monkeypatch, shared_data_dir):
     import keras
 
-    # The first run prepares MR and learns the vocabulary (both draw random numbers), the second
+    # The first run prepares MR (which draws random numbers) and learns the vocabulary, the second
     # finds both cached: same seed, same weights.
     monkeypatch.setenv("SEQAPP_CACHE_DIR", str(tmp_path / "cache"))
     definition = config.validate({
