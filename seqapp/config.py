@@ -181,6 +181,14 @@ class TrainConfig(_Section):
             (for a skewed training split, or one whose label mix differs from
             the data the model is scored or served on); "none" weighs all
             examples alike. Classification only.
+        init_from: start from another model's weights instead of at random:
+            a finished run folder, or a pipeline definition (`.yaml`) that is
+            then trained first, once, and kept in the cache. Relative paths
+            are taken from the definition file's folder. Every layer with the
+            same name and weight shapes is copied: the embeddings and the
+            encoder, and the output layer too when the labels are the same. Both
+            models must read the same vocabulary (the same tokenizer settings and
+            `embeddings.corpus`). Classification only.
     """
 
     epochs: int = pydantic.Field(10, ge=1)
@@ -191,6 +199,7 @@ class TrainConfig(_Section):
     warmup_steps: int = pydantic.Field(0, ge=0)
     label_smoothing: float = pydantic.Field(0.0, ge=0.0, lt=1.0)
     class_weight: Literal["none", "balanced"] = "none"
+    init_from: Optional[str] = None
 
 
 class DecodeConfig(_Section):
@@ -341,6 +350,8 @@ def _check_sections_agree(definition, source):
                           "data's own validation and test splits")
     if definition.task == "translation" and definition.train.class_weight != "none":
         raise ConfigError(source, "train.class_weight", "class weights are for classification")
+    if definition.task == "translation" and definition.train.init_from is not None:
+        raise ConfigError(source, "train.init_from", "starting from another model's weights is for classification")
     if definition.embeddings is not None and definition.task != "classification":
         raise ConfigError(source, "embeddings", "pretrained embeddings are for classification")
     if definition.model.share_embeddings and not definition.tokenizer.shared:

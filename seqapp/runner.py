@@ -17,6 +17,7 @@ A run lives in one work directory:
     curves.png, confusion_<split>.png
 """
 
+import hashlib
 import json
 import shutil
 import time
@@ -32,6 +33,8 @@ from seqapp import embeddings
 from seqapp import evaluation
 from seqapp import exporters
 from seqapp import plots
+from seqapp import settings
+from seqapp.data import sources
 from seqapp.errors import ConfigError
 from seqapp.inputters import Inputter
 from seqapp.losses import MaskedSequenceLoss
@@ -113,6 +116,67 @@ def _reseed(definition):
     keras.utils.set_random_seed(definition.seed)
 
 
+def initial_run(definition):
+    """The finished run folder `train.init_from` names. A definition file there is trained
+    first, once, into `SEQAPP_CACHE_DIR/init_runs/` (keyed by its settings and data).
+
+    Raises:
+        ConfigError: the path is neither a run folder with a trained model nor a definition.
+    """
+    path = Path(definition.base_dir, definition.train.init_from)
+    if path.is_dir():
+        if not (path / "best.keras").exists():
+            raise ConfigError(definition.origin, "train.init_from", f"{path} holds no trained model (best.keras)")
+        return path
+    if not path.is_file():
+        raise ConfigError(definition.origin, "train.init_from",
+                          f"{path} is neither a run folder nor a pipeline definition")
+    source = config.load_definition(path)
+    if source.train.init_from is not None:  # keeps the cache key whole (and rules out cycles)
+        raise ConfigError(path, "train.init_from", "a definition used as another's init_from starts at random")
+    key = json.dumps({"definition": source.model_dump(mode="json", exclude={"origin", "base_dir"}),
+                      "data": sources.identity(source)}, sort_keys=True)
+    work_dir = settings.cache_dir() / "init_runs" / hashlib.sha256(key.encode()).hexdigest()[:16]
+    if not (work_dir / "metrics.json").exists():  # written last: the run finished
+        print(f"Training {path} first (train.init_from of {definition.origin}) in {work_dir} ...", flush=True)
+        train(source, work_dir)
+    return work_dir
+
+
+def warm_start(model, run_dir, tokenizer, labels, origin):
+    """Copies into `model` the weights of each layer of `run_dir`'s best model that has the
+    same name and weight shapes; the output layer only when the labels are the same.
+
+    Returns:
+        The names of the layers copied.
+
+    Raises:
+        ConfigError: the run read another vocabulary, or no layer fits.
+    """
+    run_dir = Path(run_dir)
+    if (run_dir / "vocab.txt").read_bytes() != Path(tokenizer.vocab_path).read_bytes():
+        raise ConfigError(origin, "train.init_from", f"{run_dir} used another vocabulary: give both definitions "
+                          "the same tokenizer settings and embeddings.corpus")
+    source = keras.models.load_model(run_dir / "best.keras")
+    same_labels = (run_dir / "labels.txt").read_text(encoding="utf-8").split("\n")[:-1] == list(labels)
+    copied = []
+    for layer in model.layers:
+        if not layer.weights or (layer.name == "probabilities" and not same_labels):
+            continue
+        try:
+            other = source.get_layer(layer.name)
+        except ValueError:
+            continue
+        if [tuple(w.shape) for w in other.weights] == [tuple(w.shape) for w in layer.weights]:
+            layer.set_weights(other.get_weights())
+            copied.append(layer.name)
+    if not copied:
+        raise ConfigError(origin, "train.init_from", f"no layer of {run_dir}'s model has this model's name and "
+                          "weight shapes (another model family or size?)")
+    print(f"Starting from {run_dir}: {', '.join(copied)}", flush=True)
+    return copied
+
+
 def train(definition, work_dir, *, fold=None, verbose="auto"):
     """Trains the definition's model and evaluates it on the validation and (labelled) test splits.
 
@@ -146,6 +210,8 @@ def train(definition, work_dir, *, fold=None, verbose="auto"):
             layer = model.get_layer("embedding")
             layer.set_weights([vectors])
             layer.trainable = definition.embeddings.trainable
+        if cfg.init_from is not None:
+            warm_start(model, initial_run(definition), tokenizer, labels, definition.origin)
         model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate, clipnorm=cfg.clipnorm),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         monitor = "accuracy"

@@ -49,6 +49,8 @@ def _write(tmp_path, text):
          "train.folds", "cross-validation is for classification"),
         ("task: translation\ndata: {dataset: multi30k, source: de, target: en}\ntrain: {class_weight: balanced}\n",
          "train.class_weight", "class weights are for classification"),
+        ("task: translation\ndata: {dataset: multi30k, source: de, target: en}\ntrain: {init_from: run}\n",
+         "train.init_from", "for classification"),
         ("task: classification\ndata: {dataset: sst2}\ntrain: {class_weight: inverse}\n",
          "train.class_weight", "'none' or 'balanced'"),
         ("task: translation\ndata: {dataset: multi30k, source: de, target: en}\ndecode: {beam_size: 0}\n",

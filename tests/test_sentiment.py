@@ -300,3 +300,82 @@ def test_cli_flags_override_the_file(tmp_path, seqapp_cache_dir):
     result = _cli(["train", "def.yaml", "--set", "model.family=lstmm"], tmp_path)
     assert result.returncode == 2
     assert "model.family" in result.stderr and "def.yaml" in result.stderr
+
+
+def _same_weights(layer, other):
+    return all(np.array_equal(a, b) for a, b in zip(layer.get_weights(), other.get_weights()))
+
+
+@pytest.mark.parametrize("labels, head_copied", [(["neg", "pos"], True), (["bad", "good"], False)])
+def test_warm_start_copies_the_layers_that_fit(trained_run, tmp_path, labels, head_copied):
+    import keras
+
+    from seqapp.inputters import Inputter
+    from seqapp.models import build_classifier
+
+    work_dir, _ = trained_run
+    definition = _definition(tmp_path)
+    tokenizer = Inputter(definition).tokenizers["text"]
+    model = build_classifier(definition.model, tokenizer.vocab_size + 1, 2)
+    copied = runner.warm_start(model, work_dir, tokenizer, labels, "def.yaml")
+    source = keras.models.load_model(work_dir / "best.keras")
+    expected = ["embedding", "bidirectional_0"] + (["probabilities"] if head_copied else [])
+    assert copied == expected
+    for layer in model.layers:
+        if layer.weights:
+            assert _same_weights(layer, source.get_layer(layer.name)) == (layer.name in expected), layer.name
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"tokenizer": {"vocab_size": 30}}, "another vocabulary"),
+    ({"model": {"family": "tcn", "embedding_dim": 8}}, "no layer"),
+])
+def test_warm_start_refuses_a_model_that_does_not_fit(trained_run, tmp_path, change, message):
+    from seqapp.errors import ConfigError
+    from seqapp.inputters import Inputter
+    from seqapp.models import build_classifier
+
+    work_dir, _ = trained_run
+    definition = _definition(tmp_path, **change)
+    tokenizer = Inputter(definition).tokenizers["text"]
+    model = build_classifier(definition.model, tokenizer.vocab_size + 1, 2)
+    with pytest.raises(ConfigError, match=message) as error:
+        runner.warm_start(model, work_dir, tokenizer, ["neg", "pos"], "def.yaml")
+    assert "train.init_from" in str(error.value)
+
+
+def test_init_from_a_definition_trains_it_once(tmp_path, seqapp_cache_dir, monkeypatch):
+    import keras
+
+    # The starting model learns the tiny set; the run built on it, with a learning rate too small to
+    # move it, starts where that one ended and so already scores 100% on the validation split.
+    pre = tmp_path / "pre.yaml"
+    definition = _definition(tmp_path, train={"init_from": "pre.yaml", "epochs": 1, "learning_rate": 1e-9})
+    pre.write_text(json.dumps(_definition(tmp_path).model_dump(mode="json", exclude={"origin", "base_dir"})))
+    results = runner.train(definition, tmp_path / "run", verbose=0)
+    first = runner.initial_run(definition)
+    assert first.parent == seqapp_cache_dir / "init_runs"
+    assert results["validation"]["accuracy"] == 1.0
+    model = keras.models.load_model(tmp_path / "run" / "best.keras")
+    start = keras.models.load_model(first / "best.keras")
+    np.testing.assert_allclose(model.get_layer("probabilities").get_weights()[0],
+                               start.get_layer("probabilities").get_weights()[0], atol=1e-6)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(runner, "train", no_training)
+    assert runner.initial_run(definition) == first
+
+
+@pytest.mark.parametrize("init_from, message", [
+    ("missing.yaml", "neither a run folder nor a pipeline definition"),
+    (".", "holds no trained model"),
+])
+def test_init_from_errors_name_the_problem(tmp_path, seqapp_cache_dir, init_from, message):
+    from seqapp.errors import ConfigError
+
+    definition = _definition(tmp_path, train={"init_from": init_from})
+    with pytest.raises(ConfigError, match=message) as error:
+        runner.initial_run(definition)
+    assert "train.init_from" in str(error.value)
