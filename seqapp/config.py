@@ -32,6 +32,14 @@ class ParallelFiles(_Section):
     target: str
 
 
+class DatasetSplits(_Section):
+    """Which split of a dataset serves as each of a run's splits (TFDS split syntax)."""
+
+    train: Optional[str] = None
+    validation: Optional[str] = None
+    test: Optional[str] = None
+
+
 class DataConfig(_Section):
     """Where examples come from: a built-in dataset or the user's own files.
 
@@ -48,6 +56,11 @@ class DataConfig(_Section):
         encoding: text encoding of the user's files.
         max_train_examples: train on the first this many training examples
             only (a quick run on a slice); None uses them all.
+        splits: for a dataset, the split (in TFDS split syntax) that serves as
+            the run's train, validation or test split, e.g. `{train: train+test}`
+            trains on every labelled IMDB review, `{train: "train[:90%]",
+            validation: "train[90%:]"}` holds out a tenth; a split not named
+            here is the dataset's own split of that name.
     """
 
     dataset: Optional[str] = None
@@ -61,11 +74,14 @@ class DataConfig(_Section):
     target: Optional[str] = None
     encoding: str = "utf-8"
     max_train_examples: Optional[int] = pydantic.Field(None, ge=1)
+    splits: Optional[DatasetSplits] = None
 
     @pydantic.model_validator(mode="after")
     def _one_origin(self):
         if (self.dataset is None) == (self.train is None):
             raise ValueError("give either `dataset` or the user's files (`format` and `train`), not both")
+        if self.splits is not None and self.dataset is None:
+            raise ValueError("`splits` chooses among a dataset's splits; the user's files name theirs directly")
         if self.train is not None and self.format is None:
             raise ValueError("user files need `format`")
         return self

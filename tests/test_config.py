@@ -51,6 +51,8 @@ def _write(tmp_path, text):
          "train.class_weight", "class weights are for classification"),
         ("task: translation\ndata: {dataset: multi30k, source: de, target: en}\ntrain: {init_from: run}\n",
          "train.init_from", "for classification"),
+        ("task: classification\ndata: {format: csv, train: t.csv, splits: {train: train+test}}\n",
+         "data", "`splits` chooses among a dataset's splits"),
         ("task: classification\ndata: {dataset: sst2}\ntrain: {class_weight: inverse}\n",
          "train.class_weight", "'none' or 'balanced'"),
         ("task: translation\ndata: {dataset: multi30k, source: de, target: en}\ndecode: {beam_size: 0}\n",

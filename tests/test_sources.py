@@ -106,3 +106,30 @@ def test_max_train_examples_takes_a_slice_of_train_only(tmp_path, seqapp_cache_d
         [ex["text"] for ex in sources.examples(full, "train").take(5).as_numpy_iterator()]
     assert len(list(sources.examples(sliced, "test"))) == 1
     assert sources.identity(sliced) != sources.identity(full)  # a vocabulary learned on the slice is its own
+
+
+def test_data_splits_choose_among_the_dataset_splits(seqapp_cache_dir, shared_data_dir):
+    from seqapp.data import sources
+
+    def count(definition, split):
+        return int(sources.examples(definition, split).reduce(0, lambda n, _: n + 1))
+
+    own = config.validate({"task": "classification", "data": {"dataset": "sst2"}})
+    chosen = config.validate({"task": "classification", "data": {
+        "dataset": "sst2", "splits": {"train": "train+validation", "validation": "validation[:100]"}}})
+    assert count(chosen, "train") == count(own, "train") + count(own, "validation")
+    assert count(chosen, "validation") == 100
+    assert count(chosen, "test") == count(own, "test")  # not named: the dataset's own
+    assert sources.identity(chosen) != sources.identity(own)  # a vocabulary learned on more data is its own
+
+
+@pytest.mark.parametrize("splits, key, message", [
+    ({"validation": "dev"}, "data.splits.validation", "Unknown split 'dev'"),
+    ({"train": "train[:200%]"}, "data.splits.train", "percent slice boundaries"),
+])
+def test_a_dataset_split_that_does_not_exist_is_a_config_error(seqapp_cache_dir, shared_data_dir, splits, key,
+                                                               message):
+    definition = config.validate({"task": "classification", "data": {"dataset": "sst2", "splits": splits}})
+    with pytest.raises(ConfigError, match=message) as error:
+        Inputter(definition).examples(key.rsplit(".", 1)[1])
+    assert key in str(error.value)

@@ -70,7 +70,8 @@ def identity(definition):
     data = definition.data
     limit = f"/first={data.max_train_examples}" if data.max_train_examples else ""
     if data.dataset is not None:
-        return f"dataset={data.dataset}/{datasets.builder(data.dataset).info.version}{limit}"
+        chosen = f"/splits={data.splits.train}" if data.splits is not None and data.splits.train else ""
+        return f"dataset={data.dataset}/{datasets.builder(data.dataset).info.version}{chosen}{limit}"
     path = _user_path(definition, "train")
     stat = Path(path).stat()
     return f"file={path}/{stat.st_size}/{stat.st_mtime_ns}{limit}"
@@ -136,20 +137,24 @@ def _dataset_examples(definition, split):
             f"{data.dataset} is a {datasets.TASKS[data.dataset]} dataset, not {definition.task}",
         )
     builder = datasets.prepare(data.dataset)
-    if split not in builder.info.splits:
+    chosen = getattr(data.splits, split) if data.splits is not None else None
+    if chosen is None and split not in builder.info.splits:
         raise ConfigError(definition.origin, "data.dataset", f"{data.dataset} has no {split!r} split")
+    try:
+        raw = builder.as_dataset(split=chosen or split, shuffle_files=False)
+    except ValueError as error:  # TFDS: an unknown split or a malformed slice
+        raise ConfigError(definition.origin, f"data.splits.{split}",
+                          f"{chosen!r} for {data.dataset}: {error}") from None
     features = builder.info.features
     if definition.task == "classification":
-        return datasets.load(data.dataset, split).map(lambda ex: {"text": ex["text"], "label": ex["label"]})
+        return raw.map(lambda ex: {"text": ex["text"], "label": ex["label"]})
     for key in ("source", "target"):
         language = getattr(data, key)
         if language not in features:
             raise ConfigError(
                 definition.origin, f"data.{key}", f"{language!r} is not in {data.dataset}: {sorted(features.keys())}"
             )
-    return datasets.load(data.dataset, split).map(
-        lambda ex: {"source": ex[data.source], "target": ex[data.target]}
-    )
+    return raw.map(lambda ex: {"source": ex[data.source], "target": ex[data.target]})
 
 
 def _user_path(definition, split):
