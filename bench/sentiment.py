@@ -81,22 +81,40 @@ def sst2_definition(family, args):
 
 
 def embeddings_of(defn):
-    """How a definition's embeddings start, in words."""
-    if defn.embeddings is None:
-        return "random"
-    how = "fine-tuned" if defn.embeddings.trainable else "frozen"
-    return f"word2vec on {'+'.join(defn.embeddings.corpus)}, {how}"
+    """How a definition's embeddings (and encoder) start, in words."""
+    how = "random"
+    if defn.embeddings is not None:
+        tuning = "fine-tuned" if defn.embeddings.trainable else "frozen"
+        how = f"word2vec on {'+'.join(defn.embeddings.corpus)}, {tuning}"
+    if defn.train.init_from is not None:
+        how += f"; embeddings and encoder start from the model of {defn.train.init_from}"
+    return how
 
 
 def sst2(family, args):
     """Trains `pipelines/sentiment_<family>.yaml` on SST-2; returns (results, cost, definition, run folder)."""
     defn = sst2_definition(family, args)
     work_dir = Path(args.work_root) / ("pretrained" if defn.embeddings else "random") / f"sst2_{family}"
+    # The model it starts from is trained (or found in the cache) first, and costed on its own.
+    start_from = initial_model(defn) if defn.train.init_from is not None else None
     start = time.perf_counter()
     results = runner.train(defn, work_dir, verbose=args.verbose)
     wall = time.perf_counter() - start
     tokens = train_tokens(defn) * epochs_run(work_dir)
-    return results, {"wall_s": wall, "tokens_per_s": tokens / wall, "epochs": epochs_run(work_dir)}, defn, work_dir
+    cost = {"wall_s": wall, "tokens_per_s": tokens / wall, "epochs": epochs_run(work_dir)}
+    if start_from is not None:
+        cost["init_from"] = start_from
+    return results, cost, defn, work_dir
+
+
+def initial_model(defn):
+    """Trains (or finds) the run `train.init_from` names; its cost and scores, from its own files."""
+    init_dir = runner.initial_run(defn)
+    training = json.loads((init_dir / "training.json").read_text())
+    metrics = json.loads((init_dir / "metrics.json").read_text())
+    return {"definition": defn.train.init_from, "wall_s": training["wall_seconds"], "epochs": training["epochs"],
+            "tokens_per_s": training["tokens_per_second"],
+            "accuracy": {split: metrics[split]["accuracy"] for split in ("validation", "test") if split in metrics}}
 
 
 def latency(work_dir, export_dir, repeats):

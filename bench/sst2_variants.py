@@ -9,8 +9,9 @@ trained again (`--work-root`), so an interrupted sweep resumes. Accuracies are f
     SEQAPP_DATA_DIR=../shared/data python bench/sst2_variants.py                 # seed 42
     SEQAPP_DATA_DIR=../shared/data python bench/sst2_variants.py --seeds 42 7 --variants shipped attention_pooling
 
-Each run takes 2-4 minutes on 2 CPU cores once the IMDB embeddings are cached. Figures of
-variants and seeds not run keep their values from the last run.
+Each run takes 2-4 minutes on 2 CPU cores once the IMDB embeddings and the IMDB model it starts
+from are cached. Figures of variants and seeds not run keep their values from the last run, while
+the shipped definition stays the same; when it changes, the last figures move to `earlier`.
 """
 
 import argparse
@@ -28,6 +29,7 @@ import common
 PIPELINE = Path(__file__).resolve().parents[1] / "pipelines" / "sentiment_bilstm.yaml"
 VARIANTS = {
     "shipped": {},
+    "no_init_from": {"train.init_from": None},
     "frozen_embeddings": {"embeddings.trainable": False},
     "embedding_dim_300": {"model.embedding_dim": 300},
     "attention_pooling": {"model.pooling": "attention"},
@@ -90,10 +92,18 @@ def main():
     parser.add_argument("--verbose", type=int, default=2)
     args = parser.parse_args()
     previous = common.RESULTS / "sst2_variants.json"
-    figures = {"accuracy_unit": "fraction", "runs": {}}
+    shipped = definition({}, 0).model_dump(mode="json", exclude=_LOCATION | {"seed"})
+    figures = {"accuracy_unit": "fraction", "runs": {}, "earlier": []}
     if previous.exists():
-        figures["runs"] = json.loads(previous.read_text())["runs"]
+        last = json.loads(previous.read_text())
+        figures["earlier"] = last.get("earlier", [])
+        if last.get("shipped_definition") == shipped:
+            figures["runs"] = last["runs"]
+        else:  # the shipped definition changed: those figures compare against another baseline
+            figures["earlier"].append({key: last[key] for key in ("shipped_definition", "variants", "runs", "summary",
+                                                                  "environment") if key in last})
     figures["pipeline"] = "pipelines/sentiment_bilstm.yaml"
+    figures["shipped_definition"] = shipped
     figures["variants"] = VARIANTS
     for name in args.variants:
         for seed in args.seeds:

@@ -15,6 +15,8 @@ def test_shipped_pipelines_validate(path):
     definition = config.load_definition(path)
     assert definition.origin == str(path)
     assert definition.base_dir == str(path.parent)
+    if definition.train.init_from is not None:  # the model it starts from is a shipped definition too
+        assert Path(definition.base_dir, definition.train.init_from) in PIPELINES
 
 
 def _write(tmp_path, text):
