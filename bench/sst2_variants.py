@@ -3,7 +3,9 @@
 Trains `pipelines/sentiment_bilstm.yaml` (the model bench/sentiment.py reports) with each
 variant's overrides, as `seqapp train --set` would, once per seed, and records dev accuracy
 and macro-F1 per run, their mean, and the change from the shipped definition at the same
-seeds. A run folder whose saved definition equals the one to train is read instead of
+seeds. Runs stop early on dev (GLUE's test labels are hidden), except `validation_from_train`;
+each run that does also records dev accuracy after every epoch, so the figures of a fixed epoch
+count, chosen without dev, are there too. A run folder whose saved definition equals the one to train is read instead of
 trained again (`--work-root`), so an interrupted sweep resumes. Accuracies are fractions.
 
     SEQAPP_DATA_DIR=../shared/data python bench/sst2_variants.py                 # seed 42
@@ -15,6 +17,7 @@ the shipped definition stays the same; when it changes, the last figures move to
 """
 
 import argparse
+import csv
 import json
 from pathlib import Path
 
@@ -36,6 +39,10 @@ VARIANTS = {
     "dropout_0.3": {"model.dropout": 0.3},
     "tokens_per_batch_512": {"pipeline.tokens_per_batch": 512},
     "balanced_class_weight": {"train.class_weight": "balanced"},
+    # Dev untouched by training: early stopping watches the last 5% of GLUE's train phrases instead,
+    # and dev is the run's test split.
+    "validation_from_train": {"data.splits.train": "train[:95%]", "data.splits.validation": "train[95%:]",
+                              "data.splits.test": "validation"},
 }
 # Where a definition may live without changing what it trains.
 _LOCATION = {"origin", "base_dir"}
@@ -56,16 +63,29 @@ def finished_run(work_dir, defn):
     return json.loads(metrics.read_text())
 
 
+def dev_split(defn):
+    """The run split that holds SST-2's dev set (GLUE's `validation`), which every figure here is on."""
+    splits = defn.data.splits
+    return next(role for role in ("validation", "test")
+                if ((getattr(splits, role) if splits else None) or role) == "validation")
+
+
 def run(name, seed, args):
     defn = definition(VARIANTS[name], seed)
     work_dir = Path(args.work_root) / f"{name}_seed{seed}"
     metrics = finished_run(work_dir, defn)
     reused = metrics is not None
     if not reused:
-        metrics = {"validation": runner.train(defn, work_dir, verbose=args.verbose)["validation"]}
-    validation = metrics["validation"]
-    return {"accuracy": validation["accuracy"], "macro_f1": validation["macro_f1"], "run": str(work_dir),
-            "reused": reused}
+        metrics = runner.train(defn, work_dir, verbose=args.verbose)
+    split = dev_split(defn)
+    cell = {"accuracy": metrics[split]["accuracy"], "macro_f1": metrics[split]["macro_f1"],
+            "early_stopping_on": "dev" if split == "validation" else defn.data.splits.validation,
+            "run": str(work_dir), "reused": reused}
+    if split == "validation":
+        # Dev accuracy after each epoch: what a fixed epoch count, chosen without dev, would have given.
+        with open(work_dir / "history.csv") as history:
+            cell["dev_accuracy_by_epoch"] = [float(row["val_accuracy"]) for row in csv.DictReader(history)]
+    return cell
 
 
 def summarize(figures):
@@ -81,6 +101,11 @@ def summarize(figures):
             "vs_shipped": (float(np.mean([accuracies[s] - shipped[s]["accuracy"] for s in same_seeds]))
                            if same_seeds else None),
         }
+        by_epoch = [cell["dev_accuracy_by_epoch"] for cell in per_seed.values() if "dev_accuracy_by_epoch" in cell]
+        if by_epoch and len(by_epoch) == len(per_seed):
+            summary[name]["mean_dev_accuracy_after_epoch"] = {
+                str(epoch + 1): float(np.mean([curve[epoch] for curve in by_epoch]))
+                for epoch in range(min(map(len, by_epoch)))}
     return summary
 
 
