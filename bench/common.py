@@ -1,5 +1,6 @@
 """What every benchmark records beside its figures: machine, date, command, versions."""
 
+import csv
 import datetime
 import json
 import os
@@ -37,6 +38,12 @@ def write(name, figures):
     path.write_text(json.dumps({**figures, "environment": environment()}, indent=2) + "\n")
     print(f"wrote {path}")
     return path
+
+
+def training_history(work_dir):
+    """The per-epoch rows (Keras' CSVLogger) that `runner.train` writes to `<work_dir>/history.csv`."""
+    with open(Path(work_dir) / "history.csv") as stream:
+        return list(csv.DictReader(stream))
 
 
 def data_dir():

@@ -13,7 +13,6 @@ after every model, so an interrupted run still leaves its figures.
 """
 
 import argparse
-import csv
 import json
 import shutil
 import time
@@ -56,8 +55,7 @@ def definition(dataset, family, args, **train):
 
 
 def epochs_run(work_dir):
-    with open(work_dir / "history.csv") as stream:
-        return sum(1 for _ in csv.DictReader(stream))
+    return len(common.training_history(work_dir))
 
 
 def train_tokens(defn, fold=None):

@@ -17,7 +17,6 @@ the shipped definition stays the same; when it changes, the last figures move to
 """
 
 import argparse
-import csv
 import json
 from pathlib import Path
 
@@ -83,8 +82,7 @@ def run(name, seed, args):
             "run": str(work_dir), "reused": reused}
     if split == "validation":
         # Dev accuracy after each epoch: what a fixed epoch count, chosen without dev, would have given.
-        with open(work_dir / "history.csv") as history:
-            cell["dev_accuracy_by_epoch"] = [float(row["val_accuracy"]) for row in csv.DictReader(history)]
+        cell["dev_accuracy_by_epoch"] = [float(row["val_accuracy"]) for row in common.training_history(work_dir)]
     return cell
 
 
