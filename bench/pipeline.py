@@ -17,9 +17,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from seqapp import tasks
 from seqapp.data import pipeline
 from seqapp.data import stats
-from seqapp.inputters import Inputter
 
 import common
 
@@ -80,7 +80,7 @@ def throughput(dataset, forward, layers, token_level, seconds, warmup_steps=5):
 
 def measure(name, batch_size, seconds, seed):
     definition = stats.definition_for_dataset(name)
-    lengths = Inputter(definition).train_lengths
+    lengths = tasks.of(definition).inputter(definition).train_lengths
     # Same mean examples per batch as batch_max: the budget is batch_size times the mean length.
     budget = int(round(batch_size * float(lengths.mean())))
     definition = definition.model_copy(
@@ -91,7 +91,7 @@ def measure(name, batch_size, seconds, seed):
             ),
         }
     )
-    inputter = Inputter(definition)
+    inputter = tasks.of(definition).inputter(definition)
     token_level = definition.task == "translation"
     vocab = max(tok.vocab_size for tok in inputter.tokenizers.values()) + 1
     outputs = vocab if token_level else len(inputter.label_names)

@@ -23,7 +23,8 @@ import tensorflow as tf
 
 from seqapp import config
 from seqapp import runner
-from seqapp.inputters import Inputter
+from seqapp import tasks
+from seqapp.training import warm_start
 
 import common
 
@@ -59,7 +60,7 @@ def epochs_run(work_dir):
 
 
 def train_tokens(defn, fold=None):
-    return int(Inputter(defn, fold=fold).train_lengths.sum())
+    return int(tasks.of(defn).inputter(defn, fold=fold).train_lengths.sum())
 
 
 def mr_cv(family, args, work_root):
@@ -107,7 +108,7 @@ def sst2(family, args):
 
 def initial_model(defn):
     """Trains (or finds) the run `train.init_from` names; its cost and scores, from its own files."""
-    init_dir = runner.initial_run(defn)
+    init_dir = warm_start.initial_run(defn)
     training = json.loads((init_dir / "training.json").read_text())
     metrics = json.loads((init_dir / "metrics.json").read_text())
     return {"definition": defn.train.init_from, "wall_s": training["wall_seconds"], "epochs": training["epochs"],

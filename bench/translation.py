@@ -26,7 +26,7 @@ import tensorflow as tf
 from seqapp import config
 from seqapp import evaluation
 from seqapp import runner
-from seqapp.inputters import Inputter
+from seqapp import tasks
 
 import common
 
@@ -52,9 +52,9 @@ def train_or_reuse(family, args):
 
 
 def quality(work_dir):
-    definition, translator = runner.load_translator(work_dir)
-    inputter = Inputter(definition, tokenizers={"source": translator.source_tokenizer,
-                                                "target": translator.target_tokenizer})
+    run = runner.load_run(work_dir)
+    translator = run.translator
+    inputter = tasks.of(run.definition).inputter(run.definition, tokenizers=run.tokenizers)
     sources, references = inputter.texts("test", "source"), inputter.texts("test", "target")
     figures = {"test_sentences": len(sources)}
     for name, beam_size in (("greedy", 1), ("beam4", 4)):

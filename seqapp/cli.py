@@ -67,90 +67,57 @@ def _overrides(args):
 def _train(args):
     from seqapp import config
     from seqapp import runner
+    from seqapp import tasks
 
     definition = config.load_definition(args.pipeline, overrides=_overrides(args))
+    task = tasks.of(definition)
     work_dir = Path(args.work_dir or Path("runs") / Path(args.pipeline).stem)
-    if definition.train.folds > 1:
+    if task.folds(definition) > 1:
         summary = runner.cross_validate(definition, work_dir)
-        print(f"{definition.train.folds}-fold accuracy {summary['accuracy']['mean']:.4f} "
-              f"± {summary['accuracy']['std']:.4f}, macro-F1 {summary['macro_f1']['mean']:.4f}")
+        print(f"{task.folds(definition)}-fold {task.format_summary(summary)}")
     else:
-        results = runner.train(definition, work_dir)
-        _print_metrics(results, work_dir)
+        print(task.format_metrics(runner.train(definition, work_dir), work_dir))
     print(f"run folder: {work_dir}")
-
-
-def _print_metrics(results, work_dir):
-    from seqapp import runner
-
-    if runner.run_definition(work_dir).task == "translation":
-        for split, metrics in results.items():
-            print(f"{split}: BLEU {metrics['bleu']:.2f}, chrF {metrics['chrf']:.2f}, perplexity "
-                  f"{metrics['perplexity']:.2f} (beam {metrics['beam_size']}, {metrics['sentences']} sentences)")
-        return
-    labels = (work_dir / "labels.txt").read_text(encoding="utf-8").split("\n")[:-1]
-    for split, metrics in results.items():
-        print(f"{split}: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} "
-              f"({metrics['examples']} examples)")
-        print(runner.confusion_text(metrics["confusion_matrix"], labels))
 
 
 def _export(args):
     from seqapp import runner
+    from seqapp import tasks
 
-    name = args.name or ("translation" if runner.run_definition(args.work_dir).task == "translation" else "sentiment")
+    name = args.name or tasks.of(runner.run_definition(args.work_dir)).export_name
     path = runner.export(args.work_dir, Path(args.export_root) / name, args.version)
     print(f"exported {path}")
 
 
-def _read_lines(path):
-    try:
-        return Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as error:
-        raise SeqappError(f"{path}: {error.strerror or error}") from None
-    except UnicodeDecodeError as error:
-        raise SeqappError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
-
-
 def _eval(args):
-    from seqapp import evaluation
     from seqapp import runner
+    from seqapp import tasks
 
-    if args.source or args.reference:
-        if not (args.source and args.reference):
-            raise SeqappError("--source and --reference go together")
-        sources, references = _read_lines(args.source), _read_lines(args.reference)
-        if len(sources) != len(references):
-            raise SeqappError(f"{args.source} has {len(sources)} lines but {args.reference} has {len(references)}")
-        _, translator = runner.load_translator(args.work_dir)
-        hypotheses = evaluation.translate_all(translator, sources, beam_size=args.beam_size)
-        if args.output:
-            Path(args.output).write_text("".join(f"{line}\n" for line in hypotheses), encoding="utf-8")
-        metrics = evaluation.translation_metrics(hypotheses, references)
-        print(f"BLEU {metrics['bleu']:.2f}, chrF {metrics['chrf']:.2f} ({metrics['sentences']} sentences)")
+    run = runner.load_run(args.work_dir)
+    task = tasks.of(run.definition)
+    options = {"beam_size": args.beam_size}
+    files = {name: getattr(args, name) for name in ("data", "source", "reference", "output")
+             if getattr(args, name) is not None}
+    if files:
+        if args.split:
+            raise SeqappError("give --split or files to evaluate on, not both")
+        print(task.format_metrics(task.evaluate_files(run, files, **options), args.work_dir))
         return
     splits = args.split or ["test"]
-    results = runner.evaluate(args.work_dir, splits, beam_size=args.beam_size)
+    results = task.evaluate(run, splits, **options)
     missing = [split for split in splits if split not in results]
     if missing:
-        raise SeqappError(f"the run's data has no split {', '.join(missing)}")
-    _print_metrics({split: results[split] for split in splits}, Path(args.work_dir))
+        raise SeqappError(f"the run's data has no (labelled) split {', '.join(missing)}")
+    print(task.format_metrics({split: results[split] for split in splits}, args.work_dir))
 
 
 def _explain(args):
-    import tensorflow as tf
-
-    from seqapp import plots
     from seqapp import runner
+    from seqapp import tasks
 
-    _, translator = runner.load_translator(args.work_dir)
-    outputs = translator.translate(tf.constant([args.text]), beam_size=args.beam_size, with_attention=True)
-    tokens = [t.decode() for t in outputs["tokens"][0].numpy() if t]
-    source_tokens = [t.decode() for t in outputs["source_tokens"][0].numpy() if t]
-    translation = outputs["translation"][0].numpy().decode()
-    png = plots.attention_heatmap(outputs["attention"][0].numpy(), source_tokens, tokens, args.out,
-                                  title=translation)
-    print(translation)
+    run = runner.load_run(args.work_dir)
+    answer, png = tasks.of(run.definition).explain(run, args.text, args.out, beam_size=args.beam_size)
+    print(answer)
     print(f"attention heatmap: {png}")
 
 
@@ -158,7 +125,7 @@ def _demo(args):
     from seqapp import demo
 
     demo.run(seed=args.seed if args.seed is not None else 42, out_dir=Path(args.out),
-             tasks=demo.TASKS if args.task == "all" else (args.task,))
+             tasks=(args.task,) if args.task else None, small=args.small)
 
 
 def _flag_bool(value):
@@ -264,13 +231,17 @@ def build_parser():
     export.add_argument("--version", type=int, help="integer version (default: one more than the latest)")
     export.set_defaults(func=_export)
 
-    evaluate = commands.add_parser("eval", help="BLEU and chrF (sacreBLEU) of a translation run")
+    evaluate = commands.add_parser("eval", help="the metrics of a trained run on a split or on your files")
     evaluate.add_argument("--work-dir", required=True, help="the run folder `seqapp train` wrote")
     evaluate.add_argument("--split", action="append", help="dataset split(s) to evaluate (default: test)")
-    evaluate.add_argument("--source", help="a file of source sentences, one per line (instead of --split)")
-    evaluate.add_argument("--reference", help="the reference translations, line-aligned with --source")
-    evaluate.add_argument("--output", help="write the translations of --source here")
-    evaluate.add_argument("--beam-size", type=_positive_int, help="beam size (default: the definition's; 1 = greedy)")
+    evaluate.add_argument("--data", help="classification: a labelled CSV/TSV/JSONL file with the run's text and "
+                                         "label columns (instead of --split)")
+    evaluate.add_argument("--source", help="translation: a file of source sentences, one per line (instead of "
+                                           "--split)")
+    evaluate.add_argument("--reference", help="translation: the reference translations, line-aligned with --source")
+    evaluate.add_argument("--output", help="translation: write the translations of --source here")
+    evaluate.add_argument("--beam-size", type=_positive_int,
+                          help="translation: beam size (default: the definition's; 1 = greedy)")
     evaluate.set_defaults(func=_eval)
 
     explain = commands.add_parser("explain", help="translate a sentence and draw its attention heatmap (PNG)")
@@ -280,10 +251,12 @@ def build_parser():
     explain.add_argument("--beam-size", type=_positive_int, help="beam size (default: the definition's)")
     explain.set_defaults(func=_explain)
 
-    demo = commands.add_parser("demo", help="run the main job end to end on the embedded defaults")
+    demo = commands.add_parser("demo", help="every job end to end: data, train, export, serve, query")
     demo.add_argument("--out", default="runs/demo", help="working folder (default: runs/demo)")
-    demo.add_argument("--task", choices=["all", "sentiment", "translation"], default="all",
-                      help="which jobs to run (default: all)")
+    demo.add_argument("--task", help="run one task's job only, e.g. classification or translation "
+                                     "(default: every task's)")
+    demo.add_argument("--small", action="store_true",
+                      help="tiny data and models: the whole path in a minute or two, answers meaningless")
     demo.set_defaults(func=_demo)
 
     serve = commands.add_parser(

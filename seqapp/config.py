@@ -1,12 +1,15 @@
-"""Pipeline definitions (`pipelines/*.yaml`): schema and validation on load.
+"""Pipeline definitions (`pipelines/*.yaml`): the sections every task shares, and validation on load.
 
-Every section forbids unknown keys and checks types strictly, so a typo such as
-`vocab_szie` or `max_length: "64"` fails at load time with the key's dotted path
-and the file's name, before any data is read.
+A definition is one of the tasks' schemas (`seqapp.tasks`), chosen by its `task`
+key: a pydantic discriminated union. Each task's schema extends the sections
+here with its own keys, so a key that does not belong to the task is an error
+like any typo. Every section forbids unknown keys and checks types strictly, so
+`vocab_szie` or `max_length: "64"` fails at load time with the key's dotted
+path and the file's name, before any data is read.
 """
 
 from pathlib import Path
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, ClassVar, Literal, Optional, Union
 
 import pydantic
 import yaml
@@ -15,24 +18,26 @@ from seqapp.errors import ConfigError
 
 
 # YAML gives lists; tuples keep definitions hashable (cache keys).
-_IntTuple = Annotated[tuple[int, ...], pydantic.BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v)]
+IntTuple = Annotated[tuple[int, ...], pydantic.BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v)]
 # One string (`--set embeddings.corpus=imdb`) is a one-element tuple.
-_StrTuple = Annotated[tuple[str, ...], pydantic.BeforeValidator(
+StrTuple = Annotated[tuple[str, ...], pydantic.BeforeValidator(
     lambda v: (v,) if isinstance(v, str) else tuple(v) if isinstance(v, list) else v)]
 
 
-class _Section(pydantic.BaseModel):
+class Section(pydantic.BaseModel):
+    """A section of a definition: unknown keys refused, types strict, frozen (hashable)."""
+
     model_config = pydantic.ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-class ParallelFiles(_Section):
+class ParallelFiles(Section):
     """Two line-aligned files of one split of the user's parallel text."""
 
     source: str
     target: str
 
 
-class DatasetSplits(_Section):
+class DatasetSplits(Section):
     """Which split of a dataset serves as each of a run's splits (TFDS split syntax)."""
 
     train: Optional[str] = None
@@ -40,19 +45,16 @@ class DatasetSplits(_Section):
     test: Optional[str] = None
 
 
-class DataConfig(_Section):
+class DataConfig(Section):
     """Where examples come from: a built-in dataset or the user's own files.
+
+    Tasks extend it with the formats and columns of their files.
 
     Attributes:
         dataset: a name from `seqapp data list`.
-        format: the user's file format: "csv", "tsv", "jsonl" (text + label),
-            "parallel" (aligned files or a source/target TSV).
-        train, validation, test: the user's file per split (for "parallel",
-            either a TSV path or `{source: ..., target: ...}`). Relative paths are
+        format: the user's file format (the task says which it reads).
+        train, validation, test: the user's file per split. Relative paths are
             taken from the definition file's folder.
-        text_column, label_column: columns of a CSV/TSV/JSONL classification file.
-        source, target: for translation, the language keys of a dataset
-            (e.g. "de", "en") or the TSV columns of the user's parallel text.
         encoding: text encoding of the user's files.
         max_train_examples: train on the first this many training examples
             only (a quick run on a slice); None uses them all.
@@ -64,14 +66,10 @@ class DataConfig(_Section):
     """
 
     dataset: Optional[str] = None
-    format: Optional[Literal["csv", "tsv", "jsonl", "parallel"]] = None
-    train: Optional[Union[str, ParallelFiles]] = None
-    validation: Optional[Union[str, ParallelFiles]] = None
-    test: Optional[Union[str, ParallelFiles]] = None
-    text_column: str = "text"
-    label_column: str = "label"
-    source: Optional[str] = None
-    target: Optional[str] = None
+    format: Optional[str] = None
+    train: Optional[str] = None
+    validation: Optional[str] = None
+    test: Optional[str] = None
     encoding: str = "utf-8"
     max_train_examples: Optional[int] = pydantic.Field(None, ge=1)
     splits: Optional[DatasetSplits] = None
@@ -87,14 +85,13 @@ class DataConfig(_Section):
         return self
 
 
-class TokenizerConfig(_Section):
+class TokenizerConfig(Section):
     """WordPiece vocabulary learned on the training split.
 
     Attributes:
         vocab_size: target vocabulary size, reserved tokens included.
-        lower_case: fold case and strip accents (sentiment); False keeps case (translation).
+        lower_case: fold case and strip accents; False keeps case.
         normalization_form: Unicode normalization when not lower-casing ("NFC", ...).
-        shared: one vocabulary for source and target (translation).
         min_count: the rarest a token may be and still enter the vocabulary.
     """
 
@@ -102,10 +99,9 @@ class TokenizerConfig(_Section):
     min_count: int = pydantic.Field(2, ge=1)
     lower_case: bool = True
     normalization_form: Optional[Literal["NFC", "NFKC", "NFD", "NFKD"]] = None
-    shared: bool = False
 
 
-class PipelineConfig(_Section):
+class PipelineConfig(Section):
     """How tokenized examples are batched.
 
     Attributes:
@@ -129,177 +125,65 @@ class PipelineConfig(_Section):
     shuffle_buffer: int = pydantic.Field(20000, ge=0)
 
 
-CLASSIFIER_FAMILIES = ("rnn", "lstm", "gru", "bilstm", "bigru", "tcn")
-SEQ2SEQ_FAMILIES = ("transformer", "lstm_attention")
-
-
-class ModelConfig(_Section):
-    """A sequence classifier (`seqapp.models.classifier`) or an encoder-decoder
-    (`seqapp.models.seq2seq`).
+class ModelConfig(Section):
+    """What every model family has; tasks extend it with their families' keys.
 
     Attributes:
-        family: classifiers: "rnn" (SimpleRNN baseline), "lstm" (stacked), "gru",
-            "bilstm", "bigru" (bidirectional) or "tcn" (temporal convolutional
-            network); encoder-decoders: "transformer" or "lstm_attention".
-        embedding_dim: token embedding size (the Transformer's model width).
-        units: recurrent units per direction, or TCN filters.
-        num_layers: stacked recurrent layers (TCN: see `dilations`); Transformer
-            encoder and decoder layers.
-        merge_mode: how bidirectional outputs combine.
+        family: the model family, one of the task's `FAMILIES`.
+        embedding_dim: token embedding size.
+        units: recurrent units per direction (or TCN filters).
+        num_layers: stacked layers.
         dropout: dropout on embeddings and between layers.
-        recurrent_dropout: dropout on recurrent connections.
-        pooling: "last" (final state), "mean"/"max" over real tokens, or "attention".
-        kernel_size, dilations, causal, normalization: TCN residual blocks, one
-            per dilation; `causal: false` makes each convolution centred.
-        num_heads, ffn_dim, norm_first: Transformer attention heads, feed-forward
-            size, pre-layer-norm (True) or post-layer-norm.
-        share_embeddings: one embedding for source, target and output projection
-            (needs `tokenizer.shared`).
-        attention: the LSTM decoder's attention, "luong" (multiplicative) or
-            "bahdanau" (additive).
     """
 
-    family: Literal[CLASSIFIER_FAMILIES + SEQ2SEQ_FAMILIES] = "bilstm"
+    FAMILIES: ClassVar[tuple[str, ...]] = ()
+
+    family: str
     embedding_dim: int = pydantic.Field(128, ge=1)
     units: int = pydantic.Field(128, ge=1)
     num_layers: int = pydantic.Field(1, ge=1)
-    merge_mode: Literal["concat", "sum", "mul", "ave"] = "concat"
     dropout: float = pydantic.Field(0.3, ge=0.0, lt=1.0)
-    recurrent_dropout: float = pydantic.Field(0.0, ge=0.0, lt=1.0)
-    pooling: Literal["last", "mean", "max", "attention"] = "last"
-    kernel_size: int = pydantic.Field(3, ge=1)
-    dilations: _IntTuple = (1, 2, 4, 8)
-    causal: bool = True
-    normalization: Literal["layer", "batch", "none"] = "layer"
-    num_heads: int = pydantic.Field(4, ge=1)
-    ffn_dim: int = pydantic.Field(1024, ge=1)
-    norm_first: bool = True
-    share_embeddings: bool = False
-    attention: Literal["luong", "bahdanau"] = "luong"
+
+    @pydantic.field_validator("family")
+    @classmethod
+    def _known_family(cls, family):
+        if family not in cls.FAMILIES:
+            raise ValueError(f"{family!r} does not fit this task (expected one of {', '.join(cls.FAMILIES)})")
+        return family
 
 
-class TrainConfig(_Section):
-    """Optimization and callbacks.
+class TrainConfig(Section):
+    """Optimization and callbacks; tasks extend it.
 
     Attributes:
         epochs: the most epochs (EarlyStopping may stop sooner).
         learning_rate: Adam's learning rate.
         clipnorm: gradient clipping by norm (None: off).
         early_stopping_patience: epochs without validation improvement before stopping.
-        folds: > 1 runs k-fold cross-validation instead of the fixed split.
-        warmup_steps: > 0 ramps the learning rate up linearly over this many
-            steps to `learning_rate`, then decays it with the inverse square
-            root of the step (the Transformer schedule); 0 keeps it constant.
-        label_smoothing: probability mass spread over the vocabulary (translation).
-        class_weight: "balanced" weighs each training example by
-            `examples / (classes * examples of its class)`, so every class
-            counts alike in the loss, as if the training labels were balanced
-            (for a skewed training split, or one whose label mix differs from
-            the data the model is scored or served on); "none" weighs all
-            examples alike. Classification only.
-        init_from: start from another model's weights instead of at random:
-            a finished run folder, or a pipeline definition (`.yaml`) that is
-            then trained first, once, and kept in the cache. Relative paths
-            are taken from the definition file's folder. Every layer with the
-            same name and weight shapes is copied: the embeddings and the
-            encoder, and the output layer too when the labels are the same. Both
-            models must read the same vocabulary (the same tokenizer settings and
-            `embeddings.corpus`). Classification only.
     """
 
     epochs: int = pydantic.Field(10, ge=1)
     learning_rate: float = pydantic.Field(1e-3, gt=0.0)
     clipnorm: Optional[float] = pydantic.Field(1.0, gt=0.0)
     early_stopping_patience: int = pydantic.Field(2, ge=0)
-    folds: int = pydantic.Field(1, ge=1)
-    warmup_steps: int = pydantic.Field(0, ge=0)
-    label_smoothing: float = pydantic.Field(0.0, ge=0.0, lt=1.0)
-    class_weight: Literal["none", "balanced"] = "none"
-    init_from: Optional[str] = None
 
 
-class DecodeConfig(_Section):
-    """How translations are decoded (`seqapp.decoding`), in evaluation and in the export.
+class Definition(Section):
+    """What every pipeline definition has; each task's schema (`seqapp.tasks`) extends it with
+    its `task` tag and its own sections."""
 
-    Attributes:
-        beam_size: 1 is greedy search.
-        length_penalty: GNMT's alpha; 0 ranks hypotheses by log-probability alone.
-        max_output_ratio, max_output_extra: a translation has at most
-            `ratio * source_tokens + extra` tokens (and never more than
-            `pipeline.max_length`); one that reaches it returns what it has.
-    """
-
-    beam_size: int = pydantic.Field(4, ge=1)
-    length_penalty: float = pydantic.Field(0.6, ge=0.0)
-    max_output_ratio: float = pydantic.Field(1.5, ge=0.0)
-    max_output_extra: int = pydantic.Field(10, ge=0)
-
-
-class EmbeddingsConfig(_Section):
-    """Token embeddings pretrained on unlabelled text (word2vec, `seqapp.embeddings`).
-
-    The classifier's embedding layer starts from these vectors instead of at
-    random, as Kim (2014) starts from word2vec. With this section, the WordPiece
-    vocabulary is learned from `corpus` rather than from the training split, so
-    one pretraining serves every run and every cross-validation fold on it (the
-    vectors come with their vocabulary, as published embeddings do).
-
-    Attributes:
-        corpus: where the text comes from: dataset names from `seqapp data list`
-            (the text of every split; labels are never read) and plain-text files
-            (one document a line; relative to the definition's folder). Keep the
-            task's own test data out of it.
-        algorithm: "skipgram" or "cbow".
-        window: context words on each side.
-        negative: negative samples per positive one.
-        epochs: passes over the corpus.
-        min_count: the fewest occurrences a token needs to be trained; rarer
-            tokens (and reserved ones) keep a random row.
-        trainable: fine-tune the vectors with the classifier (Kim's
-            "non-static"); False freezes them ("static").
-    """
-
-    corpus: _StrTuple
-    algorithm: Literal["skipgram", "cbow"] = "skipgram"
-    window: int = pydantic.Field(5, ge=1)
-    negative: int = pydantic.Field(5, ge=1)
-    epochs: int = pydantic.Field(5, ge=1)
-    min_count: int = pydantic.Field(2, ge=1)
-    trainable: bool = True
-
-    @pydantic.field_validator("corpus")
-    @classmethod
-    def _not_empty(cls, corpus):
-        if not corpus:
-            raise ValueError("name at least one dataset or file")
-        return corpus
-
-
-class Definition(_Section):
-    """A whole pipeline definition file."""
-
-    task: Literal["classification", "translation"]
+    task: str
     seed: int = 42
     data: DataConfig
     tokenizer: TokenizerConfig = TokenizerConfig()
     pipeline: PipelineConfig = PipelineConfig()
-    model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
-    decode: DecodeConfig = DecodeConfig()
-    embeddings: Optional[EmbeddingsConfig] = None
     # Set by `load_definition`: the file, and the folder relative data paths start from.
     origin: str = "<definition>"
     base_dir: str = "."
 
-    @pydantic.model_validator(mode="before")
-    @classmethod
-    def _default_family(cls, raw):
-        """A translation definition without `model.family` gets a Transformer."""
-        if isinstance(raw, dict) and raw.get("task") == "translation":
-            model = raw.get("model") or {}
-            if isinstance(model, dict) and "family" not in model:
-                raw = {**raw, "model": {**model, "family": "transformer"}}
-        return raw
+    def check(self, source):
+        """Checks across sections, raising `ConfigError(source, key, reason)`; tasks add theirs."""
 
 
 def load_definition(path, overrides=None):
@@ -310,7 +194,7 @@ def load_definition(path, overrides=None):
         overrides: optional `{"section.key": value}` applied on top (from CLI flags).
 
     Returns:
-        A `Definition`.
+        The task's `Definition`.
 
     Raises:
         ConfigError: naming the file and the offending key.
@@ -337,38 +221,76 @@ def load_definition(path, overrides=None):
 
 def validate(raw, *, source="<definition>"):
     """Validates a definition given as a dict; errors name `source` and the key."""
+    from seqapp import tasks  # the tasks' schemas build on this module
+
+    schemas = {name: task.definition_class for name, task in tasks.REGISTRY.items()}
+    if not isinstance(raw.get("task"), str) or raw["task"] not in schemas:
+        reason = "Field required" if "task" not in raw else f"Input should be {_either(schemas)}"
+        raise ConfigError(source, "task", reason)
+    union = pydantic.TypeAdapter(Annotated[Union[tuple(schemas.values())], pydantic.Field(discriminator="task")])
     try:
-        definition = Definition.model_validate({"origin": str(source), **raw})
+        definition = union.validate_python({"origin": str(source), **raw})
     except pydantic.ValidationError as error:
-        first = error.errors()[0]
-        key = ".".join(str(part) for part in first["loc"]) or "-"
-        details = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '-'}: {e['msg']}" for e in error.errors()[1:]
-        )
-        reason = first["msg"] + (f" (also {details})" if details else "")
-        raise ConfigError(source, key, reason) from None
-    _check_sections_agree(definition, source)
+        errors = [_located(e, raw["task"], schemas) for e in error.errors()]
+        (key, reason), rest = errors[0], errors[1:]
+        details = "; ".join(f"{k}: {r}" for k, r in rest)
+        raise ConfigError(source, key, reason + (f" (also {details})" if details else "")) from None
+    definition.check(source)
     return definition
 
 
-def _check_sections_agree(definition, source):
-    """Checks across sections, each error naming the key to change."""
-    if definition.task == "translation":
-        for key in ("source", "target"):
-            if getattr(definition.data, key) is None:
-                raise ConfigError(source, f"data.{key}", "translation needs data.source and data.target")
-    families = SEQ2SEQ_FAMILIES if definition.task == "translation" else CLASSIFIER_FAMILIES
-    if definition.model.family not in families:
-        raise ConfigError(source, "model.family", f"{definition.model.family!r} does not fit task "
-                          f"{definition.task!r} (expected one of {', '.join(families)})")
-    if definition.task == "translation" and definition.train.folds > 1:
-        raise ConfigError(source, "train.folds", "cross-validation is for classification; translation uses the "
-                          "data's own validation and test splits")
-    if definition.task == "translation" and definition.train.class_weight != "none":
-        raise ConfigError(source, "train.class_weight", "class weights are for classification")
-    if definition.task == "translation" and definition.train.init_from is not None:
-        raise ConfigError(source, "train.init_from", "starting from another model's weights is for classification")
-    if definition.embeddings is not None and definition.task != "classification":
-        raise ConfigError(source, "embeddings", "pretrained embeddings are for classification")
-    if definition.model.share_embeddings and not definition.tokenizer.shared:
-        raise ConfigError(source, "model.share_embeddings", "needs tokenizer.shared: true (one vocabulary)")
+def saved(raw, *, source):
+    """Validates a definition that seqapp itself wrote (a run's `definition.yaml`).
+
+    Keys that an earlier seqapp wrote for every task but that this task does not
+    have (they held defaults it never read) are dropped, so older run folders
+    still load.
+    """
+    from seqapp import tasks
+
+    task = tasks.REGISTRY.get(raw.get("task"))
+    if task is not None:
+        raw = _known_keys(raw, task.definition_class)
+    return validate(raw, source=source)
+
+
+def _subsection(model, key):
+    """The section class of field `key` of `model`, or None for a plain value."""
+    annotation = model.model_fields[key].annotation
+    return next((t for t in getattr(annotation, "__args__", (annotation,))
+                 if isinstance(t, type) and issubclass(t, pydantic.BaseModel)), None)
+
+
+def _known_keys(raw, model):
+    kept = {}
+    for key, value in raw.items():
+        if key in model.model_fields:
+            section = _subsection(model, key)
+            kept[key] = _known_keys(value, section) if section is not None and isinstance(value, dict) else value
+    return kept
+
+
+def _either(names):
+    quoted = [f"'{name}'" for name in names]
+    return ", ".join(quoted[:-1]) + " or " + quoted[-1] if len(quoted) > 1 else quoted[0]
+
+
+def _located(error, tag, schemas):
+    """`(dotted key, reason)` of a pydantic error, the union's tag dropped from its location. A key
+    another task has gets a hint naming that task."""
+    loc = error["loc"][1:] if error["loc"][:1] == (tag,) else error["loc"]
+    key = ".".join(str(part) for part in loc) or "-"
+    reason = error["msg"]
+    if error["type"] == "extra_forbidden":
+        owners = [name for name, schema in schemas.items() if name != tag and _has_key(schema, loc)]
+        if owners:
+            reason += f" (a setting for {' and '.join(owners)}, not {tag})"
+    return key, reason
+
+
+def _has_key(model, loc):
+    for part in loc:
+        if model is None or part not in model.model_fields:
+            return False
+        model = _subsection(model, part)
+    return True

@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from seqapp import atomic
 from seqapp import datasets
 from seqapp import settings
 from seqapp.data import readers
@@ -101,10 +102,8 @@ def pretrained_embeddings(definition, tokenizer, dim):
     path = settings.cache_dir() / "embeddings" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.npy"
     if not path.exists():
         matrix = _train_word2vec(tokenizer, corpus_texts(definition), cfg, dim, definition.seed)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npy")
-        np.save(tmp, matrix)
-        tmp.replace(path)  # never leave half-written vectors behind
+        with atomic.atomic_path(path) as tmp, open(tmp, "wb") as out:  # never half-written vectors
+            np.save(out, matrix)
     return np.load(path)
 
 

@@ -1,6 +1,9 @@
-"""Translation quality: batched decoding of whole splits, sacreBLEU and perplexity."""
+"""How good a model is: classification metrics, translation quality (batched decoding of whole
+splits, sacreBLEU, perplexity), and the run's `metrics.json` they are kept in."""
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import sacrebleu
@@ -64,3 +67,56 @@ def perplexity(model, batches):
         total += float(mean_nll) * float(count)
         tokens += float(count)
     return math.exp(total / tokens) if tokens else float("nan")
+
+
+def classification_metrics(y_true, y_pred, num_classes):
+    """Accuracy, macro-F1 and the confusion matrix (rows: true, columns: predicted)."""
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (y_true, y_pred), 1)
+    true_positives = np.diag(matrix).astype(float)
+    precision = np.divide(true_positives, matrix.sum(0), out=np.zeros(num_classes), where=matrix.sum(0) > 0)
+    recall = np.divide(true_positives, matrix.sum(1), out=np.zeros(num_classes), where=matrix.sum(1) > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(num_classes),
+                   where=(precision + recall) > 0)
+    return {
+        "accuracy": float(true_positives.sum() / max(matrix.sum(), 1)),
+        "macro_f1": float(f1.mean()),
+        "examples": int(matrix.sum()),
+        "confusion_matrix": matrix.tolist(),
+    }
+
+
+def predict_labels(model, dataset):
+    """`(y_true, y_pred)` over a finite `(features, labels)` dataset, in order."""
+    predict = tf.function(lambda features: model(features, training=False), reduce_retracing=True)
+    y_true, y_pred = [], []
+    for features, labels in dataset:
+        y_pred.append(np.argmax(predict(features).numpy(), axis=-1))
+        y_true.append(labels.numpy())
+    return np.concatenate(y_true), np.concatenate(y_pred)
+
+
+def classify(model, dataset, labels):
+    """`classification_metrics` of a classifier over a `(features, labels)` dataset; None when
+    the split is unlabelled (label -1, as GLUE's hidden test labels)."""
+    y_true, y_pred = predict_labels(model, dataset)
+    if (y_true < 0).any():
+        return None
+    return classification_metrics(y_true, y_pred, len(labels))
+
+
+def confusion_text(matrix, labels):
+    """A confusion matrix as aligned text, rows true and columns predicted."""
+    width = max(len(label) for label in labels) + 2
+    lines = [" " * width + "".join(f"{label:>{width}}" for label in labels) + "   <- predicted"]
+    for label, row in zip(labels, matrix):
+        lines.append(f"{label:>{width}}" + "".join(f"{value:>{width}}" for value in row))
+    return "\n".join(lines)
+
+
+def merge_metrics(work_dir, results, **facts):
+    """Merges `{split: metrics}` (and `facts`) into the run's `metrics.json`; returns `results`."""
+    path = Path(work_dir) / "metrics.json"
+    kept = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps({**kept, **facts, **results}, indent=2))
+    return results

@@ -7,12 +7,14 @@ dense tensors only (no ragged tensors at the boundary), tokenization runs inside
 the graph with tf-text's long-standing ops, and nothing is XLA-compiled.
 """
 
+import dataclasses
 import datetime
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import keras
 import tensorflow as tf
@@ -23,6 +25,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 import seqapp
 from seqapp.errors import ExportError
 
+PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 MODEL_CARD_FILE = "assets.extra/model_card.json"
@@ -172,25 +175,34 @@ def set_method_name(export_dir, signature, method_name):
     path.write_bytes(proto.SerializeToString())
 
 
-def export_classifier(model, tokenizer, label_names, max_length, base_path, version=None, *,
-                      warmup_texts=(), card=None):
-    """Exports a sentiment classifier with `serving_default` and `classify` signatures.
+@dataclasses.dataclass(frozen=True)
+class Signature:
+    """One signature of an export.
 
-    - `serving_default`: `text` (string [batch]) -> `label` (string [batch]),
-      `probabilities` (float [batch, classes]), `classes` (string [batch, classes]).
-    - `classify` (TF Serving's Classify API and REST `:classify`): `inputs`
-      (serialized `tf.Example`s with a `text` bytes feature) -> `classes`, `scores`.
+    Attributes:
+        name: the signature key (`serving_default`, `classify`, ...).
+        function: dense tensors in, a dict of dense tensors out.
+        inputs: its `tf.TensorSpec`s, named as the signature's inputs.
+        method_name: TF Serving's method (predict unless the Classify/Regress API should take it).
+    """
+
+    name: str
+    function: Callable
+    inputs: list
+    method_name: str = PREDICT_METHOD
+
+
+def export(signatures, base_path, version=None, *, track=(), warmup=None, card=None):
+    """Exports signatures as a SavedModel version in TF Serving's layout, atomically (see `publish`).
 
     Args:
-        model: a Keras model taking `{"token_ids", "padding_mask"}` and returning
-            class probabilities.
-        tokenizer: the `WordPieceTokenizer` the model was trained with; its
-            vocabulary becomes an asset of the export.
-        label_names: class names in label-id order.
-        max_length: texts are truncated to this many tokens.
+        signatures: `Signature`s; one named `serving_default` receives the warmup requests.
         base_path: `saved_models/<name>`.
         version: integer version, or None for the next one.
-        warmup_texts: real inputs replayed by TF Serving at load.
+        track: the objects whose variables and assets (a model, its tokenizers) the
+            functions use.
+        warmup: `{input name: values}` of `serving_default`, one request per value,
+            replayed by TF Serving at load.
         card: facts for the model card (task, data, config, metrics).
 
     Returns:
@@ -199,85 +211,19 @@ def export_classifier(model, tokenizer, label_names, max_length, base_path, vers
     Raises:
         ExportError: the graph uses ops TF Serving cannot run (nothing is published).
     """
-    classes = tf.constant(label_names)
-
-    def predict(texts):
-        ids = tokenizer.tokenize_padded(texts, max_length)
-        probabilities = model({"token_ids": ids, "padding_mask": ids != 0}, training=False)
-        batch_classes = tf.tile(classes[None, :], [tf.shape(ids)[0], 1])
-        return {
-            "label": tf.gather(classes, tf.argmax(probabilities, axis=-1)),
-            "probabilities": probabilities,
-            "classes": batch_classes,
-        }
-
-    def classify(serialized):
-        features = tf.io.parse_example(serialized, {"text": tf.io.FixedLenFeature([], tf.string, default_value="")})
-        outputs = predict(features["text"])
-        return {"classes": outputs["classes"], "scores": outputs["probabilities"]}
 
     def write(export_dir):
         archive = keras.export.ExportArchive()
-        archive.track(model)
-        archive.track(tokenizer)
-        archive.add_endpoint("serving_default", predict, [tf.TensorSpec([None], tf.string, name="text")])
-        archive.add_endpoint("classify", classify, [tf.TensorSpec([None], tf.string, name="inputs")])
+        for trackable in track:
+            archive.track(trackable)
+        for signature in signatures:
+            archive.add_endpoint(signature.name, signature.function, signature.inputs)
         archive.write_out(str(export_dir), verbose=False)
-        set_method_name(export_dir, "classify", CLASSIFY_METHOD)
-        if warmup_texts:
-            write_warmup_requests(export_dir, "serving_default", {"text": [t.encode() for t in warmup_texts]})
-        write_model_card(export_dir, {"labels": list(label_names), "max_length": max_length, **(card or {})})
-
-    return publish(write, base_path, version)
-
-
-def export_translator(translator, base_path, version=None, *, warmup_texts=(), card=None):
-    """Exports a translation model with `serving_default` and `translate_explain` signatures.
-
-    Decoding (greedy or beam search with the incremental cache, see
-    `seqapp.decoding`) runs inside the graph as a `tf.while_loop` of core ops.
-
-    - `serving_default`: `text` (string [batch]) -> `translation` (string
-      [batch]), `score` (float [batch]).
-    - `translate_explain`: `text` -> the same plus `tokens` (string [batch,
-      steps]), `source_tokens` (string [batch, source_steps]) and `attention`
-      (float [batch, steps, source_steps]: the last decoder layer's
-      cross-attention, averaged over heads).
-
-    Args:
-        translator: a `seqapp.translator.Translator` (model, tokenizers, decoding settings).
-        base_path: `saved_models/<name>`.
-        version: integer version, or None for the next one.
-        warmup_texts: real source sentences replayed by TF Serving at load.
-        card: facts for the model card.
-
-    Returns:
-        The path of the published version.
-
-    Raises:
-        ExportError: the graph uses ops TF Serving cannot run (nothing is published).
-    """
-
-    def translate(texts):
-        outputs = translator.translate(texts)
-        return {"translation": outputs["translation"], "score": outputs["score"]}
-
-    def translate_explain(texts):
-        outputs = translator.translate(texts, with_attention=True)
-        return {key: outputs[key] for key in ("translation", "score", "tokens", "source_tokens", "attention")}
-
-    def write(export_dir):
-        archive = keras.export.ExportArchive()
-        archive.track(translator.model)
-        archive.track(translator)
-        spec = [tf.TensorSpec([None], tf.string, name="text")]
-        archive.add_endpoint("serving_default", translate, spec)
-        archive.add_endpoint("translate_explain", translate_explain, spec)
-        archive.write_out(str(export_dir), verbose=False)
-        if warmup_texts:
-            write_warmup_requests(export_dir, "serving_default", {"text": [t.encode() for t in warmup_texts]})
-        decode = translator.decode
-        write_model_card(export_dir, {"max_length": translator.max_length, "decode": decode.model_dump(),
-                                      **(card or {})})
+        for signature in signatures:
+            if signature.method_name != PREDICT_METHOD:
+                set_method_name(export_dir, signature.name, signature.method_name)
+        if warmup and any(len(values) for values in warmup.values()):
+            write_warmup_requests(export_dir, "serving_default", warmup)
+        write_model_card(export_dir, card or {})
 
     return publish(write, base_path, version)

@@ -20,7 +20,8 @@ class Translator(tf.Module):
         model: a `Transformer` or `LSTMAttention` (see `seqapp.models.transformer`).
         source_tokenizer, target_tokenizer: the run's `WordPieceTokenizer`s.
         max_length: sources are truncated to this many tokens, and no output is longer.
-        decode: a `DecodeConfig` (beam size, length penalty, output length limit).
+        decode: the definition's `decode` section (`seqapp.tasks.translation.DecodeConfig`: beam
+            size, length penalty, output length limit).
 
     Example:
 

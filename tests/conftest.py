@@ -49,3 +49,42 @@ def wordpiece_vocab(tmp_path_factory, sst2_sentences):
 
     vocab = wordpiece.learn_vocabulary(tf.data.Dataset.from_tensor_slices(sst2_sentences[0]), 2000)
     return wordpiece.write_vocabulary(vocab, tmp_path_factory.mktemp("vocab") / "vocab.txt")
+
+
+@pytest.fixture(scope="session")
+def testdata(shared_data_dir):
+    """TF Serving's own test models and answers (shared/data/tfserving_testdata/SOURCE.md)."""
+    path = shared_data_dir / "tfserving_testdata"
+    assert (path / "SOURCE.md").is_file(), f"{path} lacks TF Serving's test data"
+    return path
+
+
+@pytest.fixture(scope="session")
+def sentiment_training(tmp_path_factory, seqapp_cache_dir):
+    """`(run folder, results)` of `tiny_sentiment.definition` trained once per session (25 epochs,
+    BiLSTM, labels neg/pos). Read it, never write to it."""
+    from seqapp import runner
+
+    import tiny_sentiment
+
+    tmp_path = tmp_path_factory.mktemp("sentiment")
+    results = runner.train(tiny_sentiment.definition(tmp_path), tmp_path / "run", verbose=0)
+    return tmp_path / "run", results
+
+
+@pytest.fixture(scope="session")
+def sentiment_run(sentiment_training):
+    """The folder of the session's trained sentiment run."""
+    return sentiment_training[0]
+
+
+@pytest.fixture(scope="session")
+def sentiment_export(sentiment_run, tmp_path_factory):
+    """`sentiment_run` exported once as version 1: returns the base path `.../saved_models/sentiment`
+    (holding only `1/`), for servers to serve. Shared by every test of the session: never write to it."""
+    from seqapp import runner
+
+    base_path = tmp_path_factory.mktemp("export") / "saved_models" / "sentiment"
+    path = runner.export(sentiment_run, base_path)
+    assert path == base_path / "1", path
+    return base_path

@@ -5,13 +5,15 @@
 - `seqapp serve` processes with batching: batched answers equal unbatched ones element by element (two
   versions of half_plus_two/half_plus_three under an `all` and a `specific` policy, concurrently, over REST
   and gRPC; the tiny sentiment export with texts of mixed lengths), requests really merge (batch-size
-  histogram), padded sizes are allowed sizes, request counters count, and SOURCE.md's monitoring row
-  (monitoring_config.txt → `# TYPE` at /monitoring/prometheus/metrics).
+  histogram), padded sizes are allowed sizes, request counters count, metrics only at the path
+  `--monitoring_config_file` names; SOURCE.md's monitoring row (monitoring_config.txt → `# TYPE` at
+  /monitoring/prometheus/metrics) in-process.
 - A full queue (max_enqueued_batches=1, one batch thread held inside a gated model): 429 over REST,
   RESOURCE_EXHAUSTED over gRPC; an oversize request: TF Serving's INVALID_ARGUMENT.
 - Bad batching/monitoring configs stop the start with an error naming the file.
 """
 
+import json
 import random
 import re
 import shutil
@@ -28,10 +30,8 @@ from test_serving import config_text
 from test_serving import get
 from test_serving import post
 from test_serving import predict_request
-from test_serving import sentiment_export  # noqa: F401 - fixture
 from test_serving import start_server
 from test_serving import stubs
-from test_serving import testdata  # noqa: F401 - fixture
 
 from seqapp.errors import SeqappError
 from seqapp.serving import batching
@@ -40,7 +40,8 @@ from seqapp.serving.errors import ServingError
 from seqapp.serving.process import free_port
 
 RPC_TIMEOUT = 30
-METRICS_PATH = "/monitoring/prometheus/metrics"
+METRICS_PATH = "/monitoring/prometheus/metrics"  # TF Serving's (and monitoring_config.txt's)
+CUSTOM_METRICS_PATH = "/custom/metrics"  # batch_server's
 
 
 # ---------------------------------------------------------------- helpers
@@ -338,10 +339,10 @@ ALLOWED = {"1", "2", "4", "8", "16", "32"}
 
 
 @pytest.fixture(scope="module")
-def batch_server(testdata, sentiment_export, tmp_path_factory):  # noqa: F811 - fixtures
+def batch_server(testdata, sentiment_export, tmp_path_factory):
     """Versions 1 (half_plus_two: x/2+2) and 2 (half_plus_three: x/2+3) of one base path under an `all`
     policy ("mixed") and a `specific` one ("pinned"), and the tiny sentiment export; batching with a 20 ms
-    timeout (merging is certain under concurrency); TF Serving's monitoring_config.txt."""
+    timeout (merging is certain under concurrency); metrics at CUSTOM_METRICS_PATH (a monitoring config file)."""
     tmp_path = tmp_path_factory.mktemp("batching")
     base = tmp_path / "mixed"
     base.mkdir()
@@ -352,17 +353,33 @@ def batch_server(testdata, sentiment_export, tmp_path_factory):  # noqa: F811 - 
     config.write_text(config_text([
         {"name": "mixed", "base_path": base, "policy": "all {}"},
         {"name": "pinned", "base_path": base, "policy": "specific { versions: 1 versions: 2 }"},
-        {"name": "sentiment", "base_path": sentiment_export[0]},
+        {"name": "sentiment", "base_path": sentiment_export},
     ]))
+    (tmp_path / "monitoring.config").write_text(f'prometheus_config {{ enable: true path: "{CUSTOM_METRICS_PATH}" }}\n')
     server = start_server(tmp_path, "--model_config_file", config, "--enable_batching", "true",
                           "--batching_parameters_file", tmp_path / "batching.config",
-                          "--monitoring_config_file", testdata / "monitoring_config.txt")
+                          "--monitoring_config_file", tmp_path / "monitoring.config")
     yield server
     server.stop()
 
 
-def test_monitoring_config_txt_row_of_source_md(batch_server):
-    text = scrape(batch_server.rest_url)
+def test_monitoring_config_file_path_is_where_metrics_are_served(batch_server):
+    text = scrape(batch_server.rest_url, CUSTOM_METRICS_PATH)
+    assert "# TYPE :tensorflow:serving:request_count counter" in text
+    # Only there: the default path is an ordinary (malformed) REST path now.
+    status, answer = get(batch_server.rest_url + METRICS_PATH)
+    assert status == 400 and "# TYPE" not in json.dumps(answer), (status, answer)
+
+
+def test_monitoring_config_txt_row_of_source_md(testdata):
+    from seqapp.serving import server
+
+    options = _options(testdata, monitoring_config_file=str(testdata / "monitoring_config.txt"))
+    model_server = server.ModelServer(options).start()
+    try:
+        text = scrape(f"http://127.0.0.1:{options.rest_api_port}")
+    finally:
+        model_server.stop()
     assert "# TYPE" in text
     assert "# TYPE :tensorflow:serving:request_count counter" in text
 
@@ -379,7 +396,7 @@ def test_two_versions_batched_concurrently_answer_like_unbatched(batch_server):
         version = (1, 2)[(i // 2) % 2]
         rows = [rng.randint(-400, 400) / 4 for _ in range(rng.randint(1, 5))]  # exact in float32
         jobs.append((model, version, rows, ("rest", "grpc")[(i // 4) % 2]))
-    before = scrape(batch_server.rest_url)
+    before = scrape(batch_server.rest_url, CUSTOM_METRICS_PATH)
 
     def call(job):
         model, version, rows, transport = job
@@ -398,7 +415,7 @@ def test_two_versions_batched_concurrently_answer_like_unbatched(batch_server):
         offset = 2.0 if version == 1 else 3.0
         expected = (np.array(rows, np.float32) * np.float32(0.5) + np.float32(offset)).tolist()
         assert result == (version, expected), (model, version, rows)
-    after = scrape(batch_server.rest_url)
+    after = scrape(batch_server.rest_url, CUSTOM_METRICS_PATH)
     calls = rows = 0
     for model in ("mixed", "pinned"):
         calls += metric_sum(after, ":tensorflow:serving:batching:batch_size_count", model_name=model) - \
@@ -409,21 +426,21 @@ def test_two_versions_batched_concurrently_answer_like_unbatched(batch_server):
     assert calls < len(jobs)  # merged
 
 
-def test_sentiment_batched_equals_unbatched_element_by_element(batch_server, sentiment_export):  # noqa: F811
+def test_sentiment_batched_equals_unbatched_element_by_element(batch_server, sentiment_export):
     """Texts of very different lengths (empty to 2,000 tokens, truncated by the model) merged into batches
     must score as each request does alone through the same signature without batching."""
     from seqapp.serving import servable as servable_lib
     from seqapp.serving.client import GrpcClient
     from seqapp.serving.client import RestClient
 
-    base_path = sentiment_export[0]
+    base_path = sentiment_export
     version_dir = sorted(p for p in base_path.iterdir() if p.name.isdigit())[-1]
     unbatched = servable_lib.load(version_dir, "sentiment", int(version_dir.name))
     pool = TEXTS + ["an utterly " + "very " * 40 + "good film", "bad", "not good , not bad , just dull"]
     rng = random.Random(11)
     jobs = [(rng.sample(pool, rng.randint(1, 3)), ("rest", "grpc")[i % 2]) for i in range(40)]
     jobs += [([text], "rest") for text in pool]  # single rows: merging shows in the batch sizes
-    before = scrape(batch_server.rest_url)
+    before = scrape(batch_server.rest_url, CUSTOM_METRICS_PATH)
 
     def call(job):
         texts, transport = job
@@ -441,7 +458,7 @@ def test_sentiment_batched_equals_unbatched_element_by_element(batch_server, sen
         np.testing.assert_allclose(result["probabilities"], alone["probabilities"], rtol=1e-5, atol=1e-6)
         assert result["label"].tolist() == alone["label"].tolist()
         assert result["classes"].tolist() == alone["classes"].tolist()
-    after = scrape(batch_server.rest_url)
+    after = scrape(batch_server.rest_url, CUSTOM_METRICS_PATH)
     name = ":tensorflow:serving:batching:batch_size"
     calls = metric_sum(after, f"{name}_count", model_name="sentiment") - \
         metric_sum(before, f"{name}_count", model_name="sentiment")
@@ -455,7 +472,7 @@ def test_sentiment_batched_equals_unbatched_element_by_element(batch_server, sen
 
 
 def test_request_counters_count_rest_and_grpc_in_one_place(batch_server):
-    before = scrape(batch_server.rest_url)
+    before = scrape(batch_server.rest_url, CUSTOM_METRICS_PATH)
     count = ":tensorflow:serving:request_count"
     prediction, _, channel = stubs(batch_server.grpc_target)
     with channel:
@@ -472,7 +489,7 @@ def test_request_counters_count_rest_and_grpc_in_one_place(batch_server):
             assert get(f"{batch_server.rest_url}/v1/models/pinned/metadata")[0] == 200
     body = {"signature_name": "regress_x_to_y", "examples": [{"x": 80.0}]}
     assert post(f"{batch_server.rest_url}/v1/models/pinned/versions/1:regress", body) == (200, {"results": [42.0]})
-    after = scrape(batch_server.rest_url)
+    after = scrape(batch_server.rest_url, CUSTOM_METRICS_PATH)
 
     def delta(name, **labels):
         return metric_sum(after, name, **labels) - metric_sum(before, name, **labels)
@@ -492,7 +509,7 @@ def test_request_counters_count_rest_and_grpc_in_one_place(batch_server):
 # ---------------------------------------------------------------- a full queue (in-process server, gated model)
 
 @pytest.fixture
-def gated_server(testdata, tmp_path, monkeypatch):  # noqa: F811 - fixture
+def gated_server(testdata, tmp_path, monkeypatch):
     from seqapp.serving import servable as servable_lib
     from seqapp.serving import server
 
@@ -581,7 +598,7 @@ def test_full_queue_is_429_over_rest_and_resource_exhausted_over_grpc(gated_serv
 
 # ---------------------------------------------------------------- configs
 
-def _options(testdata, **kwargs):  # noqa: F811 - fixture value
+def _options(testdata, **kwargs):
     from seqapp.serving import server
 
     return server.ServerOptions(port=0, rest_api_port=free_port(), model_name="default",
@@ -599,7 +616,7 @@ def _options(testdata, **kwargs):  # noqa: F811 - fixture value
     ("max_batch_size { value: 8 }\nenable_large_batch_splitting { value: true }\n"
      "max_execution_batch_size { value: 16 }\n", "max_execution_batch_size 16 exceeds max_batch_size 8"),
 ])
-def test_bad_batching_parameters_stop_the_start(testdata, tmp_path, text, message):  # noqa: F811
+def test_bad_batching_parameters_stop_the_start(testdata, tmp_path, text, message):
     from seqapp.serving import server
 
     path = tmp_path / "batching.config"
@@ -610,7 +627,7 @@ def test_bad_batching_parameters_stop_the_start(testdata, tmp_path, text, messag
     assert message in str(error.value)
 
 
-def test_other_config_errors_stop_the_start(testdata, tmp_path):  # noqa: F811
+def test_other_config_errors_stop_the_start(testdata, tmp_path):
     from seqapp.serving import server
 
     with pytest.raises(SeqappError, match="cannot read the BatchingParameters file"):
@@ -628,7 +645,7 @@ def test_other_config_errors_stop_the_start(testdata, tmp_path):  # noqa: F811
         server.ModelServer(_options(testdata, monitoring_config_file=str(tmp_path / "monitoring.config"))).start()
 
 
-def test_batching_off_and_monitoring_off(testdata, tmp_path):  # noqa: F811
+def test_batching_off_and_monitoring_off(testdata, tmp_path):
     import urllib.error
     import urllib.request
 
@@ -649,7 +666,7 @@ def test_batching_off_and_monitoring_off(testdata, tmp_path):  # noqa: F811
         model_server.stop()
 
 
-def test_cli_reports_a_bad_batching_file_without_a_traceback(testdata, tmp_path):  # noqa: F811
+def test_cli_reports_a_bad_batching_file_without_a_traceback(testdata, tmp_path):
     path = tmp_path / "batching.config"
     path.write_text("max_batch_size { value: -1 }\n")
     result = subprocess.run([sys.executable, "-m", "seqapp", "serve", "--model_base_path",

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from seqapp.config import ModelConfig
 from seqapp.layers import TCN
 from seqapp.layers import AttentionPooling
 from seqapp.layers import MaskedPooling
@@ -30,7 +29,7 @@ def _seed():
 
 def tiny_config(**overrides):
     base = dict(embedding_dim=16, units=16, dropout=0.0, dilations=(1, 2, 4))
-    return ModelConfig(**{**base, **overrides})
+    return {**base, **overrides}
 
 
 def config_id(overrides):
@@ -93,7 +92,7 @@ def padded_batches():
 )
 def test_learns_an_order_dependent_task(overrides):
     x, y = order_task(256, seed=0)
-    model = build_classifier(tiny_config(**overrides), VOCAB, 2)
+    model = build_classifier(VOCAB, 2, **tiny_config(**overrides))
     model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
     model.fit(x, y, batch_size=32, epochs=8, verbose=0)  # 64 steps
     accuracy = np.mean(np.argmax(model(x, training=False).numpy(), -1) == y)
@@ -116,7 +115,7 @@ def test_padding_does_not_change_predictions(family, causal, pooling):
         # Causal TCNs with layer normalization, centred ones with batch normalization.
         normalization="layer" if causal else "batch",
     )
-    model = build_classifier(config, VOCAB, 5)
+    model = build_classifier(VOCAB, 5, **config)
     alone, batch = padded_batches()
     expected = model(features(alone), training=False).numpy()[0]
     padded = model(features(batch), training=False).numpy()[1]
@@ -177,9 +176,9 @@ def test_tcn_receptive_field_matches_impulse_response(kernel_size, dilations):
 
 
 def test_receptive_field_of_models():
-    model = build_classifier(tiny_config(family="tcn", kernel_size=3, dilations=(1, 2, 4, 8)), VOCAB, 2)
+    model = build_classifier(VOCAB, 2, **tiny_config(family="tcn", kernel_size=3, dilations=(1, 2, 4, 8)))
     assert receptive_field(model) == 61 == model.get_layer("tcn").receptive_field
-    assert receptive_field(build_classifier(tiny_config(family="gru"), VOCAB, 2)) is None
+    assert receptive_field(build_classifier(VOCAB, 2, **tiny_config(family="gru"))) is None
 
 
 # --- serialization --------------------------------------------------------
@@ -195,7 +194,7 @@ ROUND_TRIP_CONFIGS = [
 
 @pytest.mark.parametrize("overrides", ROUND_TRIP_CONFIGS, ids=config_id)
 def test_config_round_trip(overrides):
-    model = build_classifier(tiny_config(**overrides), VOCAB, 3)
+    model = build_classifier(VOCAB, 3, **tiny_config(**overrides))
     clone = keras.Model.from_config(model.get_config())
     clone.set_weights(model.get_weights())
     _, batch = padded_batches()
@@ -204,7 +203,7 @@ def test_config_round_trip(overrides):
 
 @pytest.mark.parametrize("overrides", ROUND_TRIP_CONFIGS, ids=config_id)
 def test_keras_file_round_trip(overrides, tmp_path):
-    model = build_classifier(tiny_config(**overrides), VOCAB, 3)
+    model = build_classifier(VOCAB, 3, **tiny_config(**overrides))
     model.save(tmp_path / "model.keras")
     loaded = keras.models.load_model(tmp_path / "model.keras")
     _, batch = padded_batches()
@@ -259,7 +258,7 @@ def test_no_cudnn_ops_even_when_traced_with_a_gpu(monkeypatch, tmp_path):
     assert "CudnnRNNV3" in traced_op_types(control)
 
     for family in ["lstm", "gru", "bilstm", "bigru"]:
-        model = build_classifier(tiny_config(family=family), VOCAB, 2)
+        model = build_classifier(VOCAB, 2, **tiny_config(family=family))
         model.save(tmp_path / f"{family}.keras")
         loaded = keras.models.load_model(tmp_path / f"{family}.keras")
         for candidate in (model, loaded):

@@ -10,7 +10,7 @@ from seqapp import config
 from seqapp import embeddings
 from seqapp import runner
 from seqapp.errors import ConfigError
-from seqapp.inputters import Inputter
+from seqapp import tasks
 
 # Two word groups used in the same contexts: word2vec must put each group's members close together.
 GOOD, BAD = ["superb", "splendid", "marvelous"], ["awful", "dreadful", "horrid"]
@@ -52,7 +52,7 @@ def _cosine(matrix, tokenizer, a, b):
 
 def test_vectors_follow_the_corpus_and_are_cached(tmp_path, seqapp_cache_dir):
     definition = _definition(tmp_path)
-    tokenizer = Inputter(definition).tokenizers["text"]
+    tokenizer = tasks.of(definition).inputter(definition).tokenizers["text"]
     vocab = open(tokenizer.vocab_path, encoding="utf-8").read().split()
     assert set(GOOD + BAD) <= set(vocab)  # the vocabulary comes from the corpus
     matrix = embeddings.pretrained_embeddings(definition, tokenizer, 16)
@@ -68,7 +68,7 @@ def test_vectors_follow_the_corpus_and_are_cached(tmp_path, seqapp_cache_dir):
 
 def test_pretraining_is_deterministic_for_a_seed(tmp_path, seqapp_cache_dir):
     definition = _definition(tmp_path, window=3)
-    tokenizer = Inputter(definition).tokenizers["text"]
+    tokenizer = tasks.of(definition).inputter(definition).tokenizers["text"]
     first = embeddings._train_word2vec(tokenizer, embeddings.corpus_texts(definition), definition.embeddings, 16, 5)
     second = embeddings._train_word2vec(tokenizer, embeddings.corpus_texts(definition), definition.embeddings, 16, 5)
     np.testing.assert_array_equal(first, second)
@@ -78,7 +78,7 @@ def test_frozen_embeddings_stay_the_pretrained_vectors(tmp_path, seqapp_cache_di
     definition = _definition(tmp_path, trainable=False)
     results = runner.train(definition, tmp_path / "run", verbose=0)
     assert "validation" in results
-    tokenizer = Inputter(definition).tokenizers["text"]
+    tokenizer = tasks.of(definition).inputter(definition).tokenizers["text"]
     matrix = embeddings.pretrained_embeddings(definition, tokenizer, 16)
     trained = keras.models.load_model(tmp_path / "run" / "best.keras").get_layer("embedding").get_weights()[0]
     np.testing.assert_array_equal(trained, matrix)
@@ -87,7 +87,7 @@ def test_frozen_embeddings_stay_the_pretrained_vectors(tmp_path, seqapp_cache_di
 def test_fine_tuned_embeddings_start_from_the_pretrained_vectors(tmp_path, seqapp_cache_dir):
     definition = _definition(tmp_path)
     runner.train(definition, tmp_path / "run", verbose=0)
-    tokenizer = Inputter(definition).tokenizers["text"]
+    tokenizer = tasks.of(definition).inputter(definition).tokenizers["text"]
     matrix = embeddings.pretrained_embeddings(definition, tokenizer, 16)
     trained = keras.models.load_model(tmp_path / "run" / "best.keras").get_layer("embedding").get_weights()[0]
     assert not np.array_equal(trained, matrix)  # fine-tuned ...
@@ -105,7 +105,8 @@ def test_bad_sections_name_the_key(embeddings_section, key, reason):
 
 
 def test_translation_refuses_pretrained_embeddings():
-    with pytest.raises(ConfigError, match="embeddings: pretrained embeddings are for classification"):
+    with pytest.raises(ConfigError,
+                       match=r"embeddings: Extra inputs are not permitted \(a setting for classification, not translation\)"):
         config.validate({"task": "translation", "data": {"dataset": "multi30k", "source": "de", "target": "en"},
                          "embeddings": {"corpus": ["imdb"]}})
 
@@ -117,7 +118,7 @@ def test_a_corpus_that_is_neither_dataset_nor_file_is_named(tmp_path, seqapp_cac
         embeddings.corpus_texts(definition)
     # Also where a run meets it first: the vocabulary's cache key names the corpus.
     with pytest.raises(ConfigError, match="embeddings.corpus.*'no_such.txt' is neither a dataset"):
-        Inputter(definition).tokenizers
+        tasks.of(definition).inputter(definition).tokenizers
 
 
 def test_one_string_is_a_one_entry_corpus():

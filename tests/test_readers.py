@@ -1,9 +1,11 @@
 """Tests for seqapp.data.readers: users' data files, read and validated at the edge."""
 
 import csv
+import gc
 import gzip
 import io
 import json
+import sys
 import time
 
 import pytest
@@ -237,13 +239,62 @@ def test_non_ascii_and_emoji_round_trip(tmp_path, name, content):
     assert texts_and_labels(rows) == [(text, "ü") for text in UNICODE_TEXTS]
 
 
-def test_thousands_of_rows_read_well_under_a_second(tmp_path):
-    records = [[f'review {i}, "quoted" ✓ ' * 10, f"label{i % 7}"] for i in range(5000)]
-    path = write(tmp_path, "big.csv.gz", to_csv([["text", "label"], *records]))
-    start = time.perf_counter()
-    rows = readers.read_text_classification(path)
-    assert time.perf_counter() - start < 0.5
-    assert [[row["text"], row["label"]] for row in rows] == records
+def _big_csv(directory, rows):
+    records = [[f'review {i}, "quoted" ✓ ' * 10, f"label{i % 7}"] for i in range(rows)]
+    return write(directory, f"big{rows}.csv.gz", to_csv([["text", "label"], *records])), records
+
+
+def _python_calls(call):
+    """`(calls, call())`: the Python function calls and C function calls made while `call()` runs (a
+    generator counts once per resumption), a measure of work that does not depend on the machine or its
+    load; and what `call()` returned."""
+    calls = 0
+
+    def profile(frame, event, arg):
+        nonlocal calls
+        if event in ("call", "c_call"):
+            calls += 1
+
+    sys.setprofile(profile)
+    try:
+        result = call()
+    finally:
+        sys.setprofile(None)
+    return calls, result
+
+
+def _cpu_seconds(call, repeat=5):
+    """The least CPU time of this thread (not wall-clock time: waiting for a shared core does not count)
+    that `call()` took in `repeat` runs, garbage collection off."""
+    best = float("inf")
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(repeat):
+            start = time.thread_time()
+            call()
+            best = min(best, time.thread_time() - start)
+    finally:
+        gc.enable()
+    return best
+
+
+def test_reading_thousands_of_rows_costs_linear_work(tmp_path):
+    # Guards against work that grows faster than the file (re-scanning earlier lines or text per record,
+    # e.g. to find a record's line number): 16 times the rows must cost about 16 times the work.
+    paths, calls = [], []
+    for size in (500, 8000):
+        path, records = _big_csv(tmp_path, size)
+        count, rows = _python_calls(lambda: readers.read_text_classification(path))
+        assert [[row["text"], row["label"]] for row in rows] == records
+        paths.append(path)
+        calls.append(count)
+    # Python-level work, counted exactly: linear is a ratio of 16 (less the fixed cost), quadratic 256.
+    assert calls[1] <= 16 * 1.1 * calls[0], calls
+    # Work inside C calls (str.count, slicing, ...) is not counted above: its CPU time must scale about as
+    # linearly. Generous bound (3 times linear); quadratic reading of 8,000 rows would be near 256.
+    seconds = [_cpu_seconds(lambda path=path: readers.read_text_classification(path)) for path in paths]
+    assert seconds[1] <= 16 * 3 * seconds[0], seconds
 
 
 # read_parallel.

@@ -9,45 +9,24 @@ import pytest
 import tensorflow as tf
 
 from seqapp import config
+from seqapp import evaluation
 from seqapp import exporters
 from seqapp import runner
+from seqapp import tasks
 from seqapp.errors import DataError
+from seqapp.tasks import classification
+from seqapp.training import warm_start
 
-POSITIVE = ["a wonderful heartfelt film", "a triumph of acting", "truly great and moving", "i loved every minute",
-            "brilliant clever and funny", "a delightful surprise"]
-NEGATIVE = ["dull and lifeless", "boring boring boring", "a tedious mess", "i hated every minute",
-            "clumsy stupid and slow", "a dreadful bore"]
-
-
-def _write_csv(path, rows):
-    path.write_text("text,label\n" + "".join(f'"{text}",{label}\n' for text, label in rows))
-    return path
-
-
-def _definition(tmp_path, **sections):
-    _write_csv(tmp_path / "train.csv", [(t, "pos") for t in POSITIVE] * 4 + [(t, "neg") for t in NEGATIVE] * 4)
-    _write_csv(tmp_path / "dev.csv", [(t, "pos") for t in POSITIVE[:3]] + [(t, "neg") for t in NEGATIVE[:3]])
-    _write_csv(tmp_path / "test.csv", [(t, "pos") for t in POSITIVE[3:]] + [(t, "neg") for t in NEGATIVE[3:]])
-    raw = {
-        "task": "classification",
-        "seed": 3,
-        "data": {"format": "csv", "train": "train.csv", "validation": "dev.csv", "test": "test.csv"},
-        "tokenizer": {"vocab_size": 200},
-        "pipeline": {"max_length": 16, "tokens_per_batch": 64, "num_buckets": 4},
-        "model": {"family": "bilstm", "embedding_dim": 16, "units": 16, "dropout": 0.0},
-        "train": {"epochs": 25, "learning_rate": 0.01, "early_stopping_patience": 25},
-        "base_dir": str(tmp_path),
-    }
-    for section, values in sections.items():
-        raw[section] = {**raw.get(section, {}), **values}
-    return config.validate(raw)
+from tiny_sentiment import NEGATIVE
+from tiny_sentiment import POSITIVE
+from tiny_sentiment import definition as _definition
+from tiny_sentiment import write_csv as _write_csv
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, seqapp_cache_dir):
-    tmp_path = tmp_path_factory.mktemp("run")
-    results = runner.train(_definition(tmp_path), tmp_path / "run", verbose=0)
-    return tmp_path / "run", results
+def trained_run(sentiment_training):
+    """The session's tiny sentiment run (conftest) and its training results."""
+    return sentiment_training
 
 
 def test_training_fits_the_tiny_set_and_writes_the_run(trained_run):
@@ -65,7 +44,7 @@ def test_training_fits_the_tiny_set_and_writes_the_run(trained_run):
 
 
 def test_metrics_match_numpy():
-    metrics = runner.classification_metrics(np.array([0, 0, 1, 1, 2]), np.array([0, 1, 1, 1, 0]), 3)
+    metrics = evaluation.classification_metrics(np.array([0, 0, 1, 1, 2]), np.array([0, 1, 1, 1, 0]), 3)
     assert metrics["accuracy"] == pytest.approx(3 / 5)
     assert metrics["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
     # F1 per class: 1/2 (precision 1/2, recall 1/2), 4/5 (2/3, 1), 0.
@@ -102,7 +81,8 @@ def test_export_round_trip_in_a_fresh_process(trained_run, tmp_path):
     assert runner.export(work_dir, tmp_path / "sentiment") == tmp_path / "sentiment" / "2"
     assert not [p for p in (tmp_path / "sentiment").iterdir() if not p.name.isdigit()]  # no leftovers
 
-    definition, model, tokenizer, labels = runner.load_run(work_dir)
+    run = runner.load_run(work_dir)
+    definition, model, tokenizer, labels = run.definition, run.model, run.tokenizers["text"], run.labels
     ids = tokenizer.tokenize_padded(tf.constant(AWKWARD), definition.pipeline.max_length)
     expected = model({"token_ids": ids, "padding_mask": ids != 0}, training=False).numpy()
 
@@ -155,7 +135,7 @@ def test_export_carries_warmup_requests_and_a_model_card(trained_run, tmp_path):
         assert text.shape == (1,) and text[0].decode() in POSITIVE + NEGATIVE
         assert serve(text=tf.constant(text))["probabilities"].shape == (1, 2)
     card = json.loads((path / exporters.MODEL_CARD_FILE).read_text())
-    assert card["task"] == "sentiment classification" and card["labels"] == ["neg", "pos"]
+    assert card["task"] == "classification" and card["labels"] == ["neg", "pos"]
     assert card["metrics"]["test"]["examples"] == 6
     assert card["config"]["model"]["family"] == "bilstm"
     assert set(card["signatures"]) == {"serving_default", "classify"}
@@ -195,14 +175,12 @@ def test_cross_validation_reports_each_fold(tmp_path, seqapp_cache_dir):
 def test_balanced_class_weight_trains_as_if_labels_were_balanced(tmp_path, seqapp_cache_dir, class_weight, prior):
     import keras
 
-    from seqapp.inputters import Inputter
-
     # Every text is "pos" three times and "neg" once: the texts say nothing, so the model can only learn
     # the label prior, 3/4 "pos" as the data stands and 1/2 when each class weighs alike.
     definition = _definition(tmp_path, train={"class_weight": class_weight, "epochs": 1})
     texts = POSITIVE + NEGATIVE
     _write_csv(tmp_path / "train.csv", ([(t, "pos") for t in texts] * 3 + [(t, "neg") for t in texts]) * 10)
-    inputter = Inputter(definition)
+    inputter = tasks.of(definition).inputter(definition)
     assert inputter.label_names == ["neg", "pos"]
     assert inputter.label_counts.tolist() == [120, 360]
     runner.train(definition, tmp_path / "run", verbose=0)
@@ -232,9 +210,9 @@ def test_a_run_does_not_depend_on_what_the_cache_held(tmp_path, monkeypatch, sha
 
 
 def test_balanced_class_weights_formula():
-    assert runner.balanced_class_weights(np.array([30, 10])) == {0: 40 / 60, 1: 40 / 20}
+    assert classification.balanced_class_weights(np.array([30, 10])) == {0: 40 / 60, 1: 40 / 20}
     # A class without training examples has nothing to weigh.
-    assert runner.balanced_class_weights(np.array([5, 0, 5])) == {0: 10 / 15, 1: 1.0, 2: 10 / 15}
+    assert classification.balanced_class_weights(np.array([5, 0, 5])) == {0: 10 / 15, 1: 1.0, 2: 10 / 15}
 
 
 def test_killed_run_resumes_from_backup(tmp_path, seqapp_cache_dir):
@@ -310,14 +288,13 @@ def _same_weights(layer, other):
 def test_warm_start_copies_the_layers_that_fit(trained_run, tmp_path, labels, head_copied):
     import keras
 
-    from seqapp.inputters import Inputter
     from seqapp.models import build_classifier
 
     work_dir, _ = trained_run
     definition = _definition(tmp_path)
-    tokenizer = Inputter(definition).tokenizers["text"]
-    model = build_classifier(definition.model, tokenizer.vocab_size + 1, 2)
-    copied = runner.warm_start(model, work_dir, tokenizer, labels, "def.yaml")
+    tokenizer = tasks.of(definition).inputter(definition).tokenizers["text"]
+    model = build_classifier(tokenizer.vocab_size + 1, 2, **definition.model.model_dump())
+    copied = warm_start.copy_layers(model, work_dir, tokenizer, labels, "def.yaml")
     source = keras.models.load_model(work_dir / "best.keras")
     expected = ["embedding", "bidirectional_0"] + (["probabilities"] if head_copied else [])
     assert copied == expected
@@ -332,15 +309,14 @@ def test_warm_start_copies_the_layers_that_fit(trained_run, tmp_path, labels, he
 ])
 def test_warm_start_refuses_a_model_that_does_not_fit(trained_run, tmp_path, change, message):
     from seqapp.errors import ConfigError
-    from seqapp.inputters import Inputter
     from seqapp.models import build_classifier
 
     work_dir, _ = trained_run
     definition = _definition(tmp_path, **change)
-    tokenizer = Inputter(definition).tokenizers["text"]
-    model = build_classifier(definition.model, tokenizer.vocab_size + 1, 2)
+    tokenizer = tasks.of(definition).inputter(definition).tokenizers["text"]
+    model = build_classifier(tokenizer.vocab_size + 1, 2, **definition.model.model_dump())
     with pytest.raises(ConfigError, match=message) as error:
-        runner.warm_start(model, work_dir, tokenizer, ["neg", "pos"], "def.yaml")
+        warm_start.copy_layers(model, work_dir, tokenizer, ["neg", "pos"], "def.yaml")
     assert "train.init_from" in str(error.value)
 
 
@@ -353,7 +329,7 @@ def test_init_from_a_definition_trains_it_once(tmp_path, seqapp_cache_dir, monke
     definition = _definition(tmp_path, train={"init_from": "pre.yaml", "epochs": 1, "learning_rate": 1e-9})
     pre.write_text(json.dumps(_definition(tmp_path).model_dump(mode="json", exclude={"origin", "base_dir"})))
     results = runner.train(definition, tmp_path / "run", verbose=0)
-    first = runner.initial_run(definition)
+    first = warm_start.initial_run(definition)
     assert first.parent == seqapp_cache_dir / "init_runs"
     assert results["validation"]["accuracy"] == 1.0
     model = keras.models.load_model(tmp_path / "run" / "best.keras")
@@ -365,7 +341,7 @@ def test_init_from_a_definition_trains_it_once(tmp_path, seqapp_cache_dir, monke
         raise AssertionError("trained again")
 
     monkeypatch.setattr(runner, "train", no_training)
-    assert runner.initial_run(definition) == first
+    assert warm_start.initial_run(definition) == first
 
 
 @pytest.mark.parametrize("init_from, message", [
@@ -377,5 +353,5 @@ def test_init_from_errors_name_the_problem(tmp_path, seqapp_cache_dir, init_from
 
     definition = _definition(tmp_path, train={"init_from": init_from})
     with pytest.raises(ConfigError, match=message) as error:
-        runner.initial_run(definition)
+        warm_start.initial_run(definition)
     assert "train.init_from" in str(error.value)

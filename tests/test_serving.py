@@ -16,6 +16,7 @@ SOURCE.md rows and where they are checked:
 
 import base64
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -32,7 +33,6 @@ import pytest
 from seqapp.serving.process import ServeProcess
 from seqapp.serving.process import free_port
 
-TESTDATA = "tfserving_testdata"
 RPC_TIMEOUT = 30
 
 
@@ -89,6 +89,19 @@ def predict_request(model, x=2.0, output_filter=("y",), version=None, label=None
     return request
 
 
+def wait_for(condition, timeout, message, interval=0.05):
+    """Calls `condition` until it returns a true value, and returns that value; fails the test with
+    `message` (a string, or a function returning one) if none came within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{message() if callable(message) else message} (waited {timeout} s)")
+        time.sleep(interval)
+
+
 def config_text(models):
     """A ModelServerConfig text proto; `models` are dicts with name, base_path and optional
     policy (text) and labels."""
@@ -132,13 +145,6 @@ def make_toy_model(base_path, version=1):
 
 
 # ---------------------------------------------------------------- fixtures
-
-@pytest.fixture(scope="module")
-def testdata(shared_data_dir):
-    path = shared_data_dir / TESTDATA
-    assert (path / "SOURCE.md").is_file(), f"{path} lacks TF Serving's test data"
-    return path
-
 
 @pytest.fixture(scope="module")
 def default_server(testdata, tmp_path_factory):
@@ -504,45 +510,22 @@ def test_bad_model_never_available_and_server_keeps_serving(testdata, tmp_path):
 
 # ---------------------------------------------------------------- the sentiment export, hot reload, the CLI
 
-POSITIVE = ["a wonderful heartfelt film", "a triumph of acting", "truly great and moving", "i loved every minute",
-            "brilliant clever and funny", "a delightful surprise"]
-NEGATIVE = ["dull and lifeless", "boring boring boring", "a tedious mess", "i hated every minute",
-            "clumsy stupid and slow", "a dreadful bore"]
 TEXTS = ["a wonderful heartfelt film", "a tedious mess", "", "   ", "x " * 2000, "naïve café 😀 日本語"]
 
 
-def _write_csv(path, rows):
-    path.write_text("text,label\n" + "".join(f'"{text}",{label}\n' for text, label in rows))
-
-
 @pytest.fixture(scope="module")
-def sentiment_export(tmp_path_factory, seqapp_cache_dir):
-    """A tiny trained run (as in tests/test_sentiment.py, fewer epochs) exported as version 1, and the
-    in-process probabilities for TEXTS."""
+def sentiment_expected(sentiment_run):
+    """The in-process probabilities of the session's tiny sentiment run (tests/conftest.py; served from
+    `sentiment_export`, its version 1) for TEXTS, and its labels."""
     import tensorflow as tf
 
-    from seqapp import config
-    from seqapp import exporters
     from seqapp import runner
 
-    tmp_path = tmp_path_factory.mktemp("sentiment")
-    _write_csv(tmp_path / "train.csv", [(t, "pos") for t in POSITIVE] * 4 + [(t, "neg") for t in NEGATIVE] * 4)
-    _write_csv(tmp_path / "dev.csv", [(t, "pos") for t in POSITIVE[:3]] + [(t, "neg") for t in NEGATIVE[:3]])
-    definition = config.validate({
-        "task": "classification", "seed": 3,
-        "data": {"format": "csv", "train": "train.csv", "validation": "dev.csv"},
-        "tokenizer": {"vocab_size": 200},
-        "pipeline": {"max_length": 16, "tokens_per_batch": 64, "num_buckets": 4},
-        "model": {"family": "bilstm", "embedding_dim": 8, "units": 8, "dropout": 0.0},
-        "train": {"epochs": 3, "learning_rate": 0.01, "early_stopping_patience": 3},
-        "base_dir": str(tmp_path),
-    })
-    runner.train(definition, tmp_path / "run", verbose=0)
-    path = runner.export(tmp_path / "run", tmp_path / "saved_models" / "sentiment")
-    definition, model, tokenizer, labels = runner.load_run(tmp_path / "run")
+    run = runner.load_run(sentiment_run)
+    definition, model, tokenizer, labels = run.definition, run.model, run.tokenizers["text"], run.labels
     ids = tokenizer.tokenize_padded(tf.constant(TEXTS), definition.pipeline.max_length)
     expected = model({"token_ids": ids, "padding_mask": ids != 0}, training=False).numpy()
-    return path.parent, expected, labels
+    return expected, labels
 
 
 @pytest.fixture(scope="module")
@@ -554,7 +537,7 @@ def app_server(sentiment_export, testdata, tmp_path_factory):
     shutil.copytree(testdata / "saved_model_half_plus_two_cpu" / "00000123", hot / "1")
     make_toy_model(tmp_path / "toy")
     config = tmp_path / "models.config"
-    config.write_text(config_text([{"name": "sentiment", "base_path": sentiment_export[0]},
+    config.write_text(config_text([{"name": "sentiment", "base_path": sentiment_export},
                                    {"name": "hot", "base_path": hot},
                                    {"name": "toy", "base_path": tmp_path / "toy"}]))
     server = start_server(tmp_path, "--model_config_file", config, "--file_system_poll_wait_seconds", 1)
@@ -563,8 +546,8 @@ def app_server(sentiment_export, testdata, tmp_path_factory):
     server.stop()
 
 
-def test_sentiment_rest_predict_and_classify_match_in_process(app_server, sentiment_export):
-    _, expected, labels = sentiment_export
+def test_sentiment_rest_predict_and_classify_match_in_process(app_server, sentiment_expected):
+    expected, labels = sentiment_expected
     status, answer = post(f"{app_server.rest_url}/v1/models/sentiment:predict", {"instances": TEXTS})
     assert status == 200, answer
     rows = answer["predictions"]
@@ -583,14 +566,14 @@ def test_sentiment_rest_predict_and_classify_match_in_process(app_server, sentim
     np.testing.assert_allclose([[score for _, score in row] for row in answer["results"]], expected, atol=1e-5)
 
 
-def test_sentiment_grpc_predict_and_classify_match_in_process(app_server, sentiment_export):
+def test_sentiment_grpc_predict_and_classify_match_in_process(app_server, sentiment_expected):
     from tensorflow.core.framework import types_pb2
     from tensorflow_serving.apis import classification_pb2
     from tensorflow_serving.apis import predict_pb2
 
     from seqapp.serving.client import GrpcClient
 
-    _, expected, labels = sentiment_export
+    expected, labels = sentiment_expected
     prediction, _, channel = stubs(app_server.grpc_target)
     with channel:
         request = predict_pb2.PredictRequest()
@@ -634,8 +617,8 @@ def test_rest_binary_and_multi_input_round_trip(app_server):
     assert status == 200 and answer == {"outputs": {"length": 256, "echo_bytes": {"b64": b64}}}
 
 
-def test_cli_predict_over_rest_and_grpc(app_server, sentiment_export, tmp_path):
-    _, expected, labels = sentiment_export
+def test_cli_predict_over_rest_and_grpc(app_server, sentiment_expected, tmp_path):
+    expected, labels = sentiment_expected
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     image = tmp_path / "image.png"
     image.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(200)))
@@ -715,6 +698,25 @@ def test_hot_reload_switches_versions_without_failed_requests(app_server, testda
     assert status[1]["status"] == {"error_code": "OK", "error_message": ""}
     assert ask(rest) == 4.0 and not failures
 
+    # The poller outlives the failed load: a good version 4 (half_plus_two again, 3.0) is picked up and
+    # replaces version 2 (version 1 is unloaded, so 3.0 can only come from version 4).
+    shutil.copytree(testdata / "saved_model_half_plus_two_cpu" / "00000123", app_server.hot_base_path / ".4-in")
+    os.rename(app_server.hot_base_path / ".4-in", app_server.hot_base_path / "4")
+    answers = []
+
+    def version_4_answers():
+        answers.append(ask(rest))
+        assert answers[-1] in (3.0, 4.0), answers[-5:]
+        return answers[-1] == 3.0
+
+    wait_for(version_4_answers, 20, lambda: f"version 4, published after the failed version 3, never answered "
+                                            f"({len(answers)} requests, the last {answers[-3:]})")
+    assert not failures, failures[:5]
+    assert ask(rest) == 3.0 and ask(rest) == 3.0
+    status = rest.status("hot")["model_version_status"]
+    assert [(v["version"], v["state"]) for v in status] == \
+        [("4", "AVAILABLE"), ("3", "END"), ("2", "END"), ("1", "END")]
+
 
 def test_warmup_replays_records_and_a_bad_record_fails_the_load(testdata, tmp_path):
     import tensorflow as tf
@@ -771,9 +773,16 @@ def _example_input(x):
     return proto
 
 
-def test_model_config_file_is_polled(testdata, tmp_path):
+def test_model_config_file_is_polled(testdata, tmp_path, caplog):
     from seqapp.serving import manager
     from seqapp.serving.errors import ServingError
+
+    def servable_or_none(name):
+        try:
+            return models.servable(name)
+        except ServingError as error:
+            assert error.code == grpc.StatusCode.NOT_FOUND, error
+            return None
 
     config = tmp_path / "models.config"
     config.write_text(config_text([{"name": "a", "base_path": testdata / "saved_model_half_plus_two_cpu"}]))
@@ -783,19 +792,24 @@ def test_model_config_file_is_polled(testdata, tmp_path):
     try:
         assert models.servable("a").run("", {"x": np.array([2.0], np.float32)})["y"].tolist() == [3.0]
         config.write_text(config_text([{"name": "b", "base_path": testdata / "saved_model_half_plus_three"}]))
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                served = models.servable("b")
-                break
-            except ServingError:
-                time.sleep(0.1)
+        served = wait_for(lambda: servable_or_none("b"), 20, "model b of the changed config file was never loaded")
         assert served.run("", {"x": np.array([2.0], np.float32)})["y"].tolist() == [4.0]
         with pytest.raises(ServingError) as error:
             models.servable("a")
         assert error.value.code == grpc.StatusCode.NOT_FOUND
+
+        caplog.set_level(logging.ERROR)
         config.write_text("improperly formatted file")  # logged, and the last good list keeps serving
-        time.sleep(0.6)
+        wait_for(lambda: any(record.levelno >= logging.ERROR and str(config) in record.getMessage()
+                             for record in caplog.records), 20, "the bad config file was never reported")
+        time.sleep(0.5)  # more polls of the bad file
         assert models.model_names() == ["b"] and models.servable("b") is served
+        # The poller survived the bad file: the next good file is picked up.
+        config.write_text(config_text([{"name": "b", "base_path": testdata / "saved_model_half_plus_three"},
+                                       {"name": "c", "base_path": testdata / "saved_model_half_plus_two_cpu"}]))
+        added = wait_for(lambda: servable_or_none("c"), 20, "model c of the good config written after the bad "
+                                                            "one was never loaded: the config poller stopped")
+        assert added.run("", {"x": np.array([2.0], np.float32)})["y"].tolist() == [3.0]
+        assert models.model_names() == ["b", "c"] and models.servable("b") is served
     finally:
         models.stop()

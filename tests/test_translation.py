@@ -68,7 +68,7 @@ def test_overfitted_tiny_set_translates_it_back(trained):
 
 def test_cached_and_recomputed_decoding_agree_and_beam_one_is_greedy(trained):
     work_dir, _ = trained
-    _, translator = runner.load_translator(work_dir)
+    translator = runner.load_run(work_dir).translator
     texts = tf.constant([de for de, _ in PAIRS[:6]] + ["Der Mann trinkt", "Katze Katze Katze Katze"])
     for beam_size in (1, 3):
         cached = translator.translate(texts, beam_size=beam_size, cached=True)
@@ -84,7 +84,7 @@ def test_cached_and_recomputed_decoding_agree_and_beam_one_is_greedy(trained):
 
 def test_bad_inputs_translate(trained):
     work_dir, _ = trained
-    _, translator = runner.load_translator(work_dir)
+    translator = runner.load_run(work_dir).translator
     texts = tf.constant(["", "   ", "Der Hund läuft " * 5000, "猫が 😀 走る", PAIRS[0][0]])
     outputs = translator.translate(texts, with_attention=True)
     translations = [t.decode() for t in outputs["translation"].numpy()]
@@ -94,6 +94,39 @@ def test_bad_inputs_translate(trained):
     attention = outputs["attention"].numpy()
     assert attention.shape[:2] == tuple(outputs["token_ids"].shape)
     np.testing.assert_allclose(attention[4].sum(-1)[outputs["token_ids"].numpy()[4] != 0], 1.0, atol=1e-4)
+
+
+def test_decoding_stops_at_ratio_times_source_length_plus_extra_and_returns_what_it_has(trained):
+    from seqapp.translator import Translator
+
+    work_dir, _ = trained
+    run = runner.load_run(work_dir)
+    translator = run.translator
+    texts = tf.constant([PAIRS[0][0], "Der Hund " * 40, ""])
+    ids = translator.source_tokenizer.tokenize_padded(texts, translator.max_length)
+    lengths = tf.reduce_sum(tf.cast(ids != 0, tf.int32), axis=1).numpy()
+    decode = translator.decode
+    expected = [min(int(np.ceil(decode.max_output_ratio * n)) + decode.max_output_extra, translator.max_length)
+                if n else 0 for n in lengths]
+    assert translator.max_output_lengths(ids != 0).numpy().tolist() == expected
+    assert expected[1] == translator.max_length  # a long source: the overall limit
+    full = translator.translate(texts[:1], beam_size=1)["token_ids"].numpy()[0]
+    full = full[full != 0]
+    assert len(full) > 3
+    for beam_size in (1, 3):
+        # ratio 0 and extra 2: every translation is cut at two tokens, and keeps them.
+        cut = Translator(run.model, translator.source_tokenizer, translator.target_tokenizer,
+                         max_length=translator.max_length,
+                         decode=decode.model_copy(update={"max_output_ratio": 0.0, "max_output_extra": 2}))
+        outputs = cut.translate(texts, beam_size=beam_size)
+        token_ids = outputs["token_ids"].numpy()
+        assert token_ids.shape[1] <= 2
+        if beam_size == 1:  # greedy search: the first two tokens of the whole translation, cut short
+            assert (token_ids != 0).sum(1).tolist() == [2, 2, 0]
+            np.testing.assert_array_equal(token_ids[0], full[:2])
+        else:  # the beam may also prefer a one-token hypothesis that ended
+            assert (token_ids != 0).sum(1).tolist()[2] == 0 and min((token_ids != 0).sum(1)[:2]) >= 1
+        assert outputs["translation"].numpy()[0] != b"" and outputs["translation"].numpy()[2] == b""
 
 
 FRESH_PROCESS = r"""
@@ -114,9 +147,15 @@ print(json.dumps(out))
 """
 
 
-def test_export_round_trip_in_a_fresh_process(trained, tmp_path):
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    """The trained run exported once, as version 1 under `<tmp>/translation`."""
+    return runner.export(trained[0], tmp_path_factory.mktemp("export") / "translation")
+
+
+def test_export_round_trip_in_a_fresh_process(trained, exported):
     work_dir, _ = trained
-    path = runner.export(work_dir, tmp_path / "translation")
+    path = exported
     card = json.loads((path / "assets.extra" / "model_card.json").read_text())
     assert set(card["signatures"]) == {"serving_default", "translate_explain"}
     assert set(card["signatures"]["translate_explain"]["outputs"]) == {
@@ -126,7 +165,7 @@ def test_export_round_trip_in_a_fresh_process(trained, tmp_path):
     result = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(path), json.dumps(texts)],
                             capture_output=True, text=True, check=True)
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    _, translator = runner.load_translator(work_dir)
+    translator = runner.load_run(work_dir).translator
     expected = translator.translate(tf.constant(texts), with_attention=True)
     for name in ("serving_default", "translate_explain"):
         assert out[name]["translation"] == [t.decode() for t in expected["translation"].numpy()]
@@ -146,7 +185,7 @@ def test_eval_and_explain_commands(trained, tmp_path, capsys):
                      "--output", str(tmp_path / "out.en")]) == 0
     bleu = float(capsys.readouterr().out.split("BLEU ")[1].split(",")[0])
     assert bleu >= 90
-    _, translator = runner.load_translator(work_dir)
+    translator = runner.load_run(work_dir).translator
     written = (tmp_path / "out.en").read_text(encoding="utf-8").splitlines()
     assert written == evaluation.translate_all(translator, [de for de, _ in PAIRS])
     reference.write_text("just one line\n", encoding="utf-8")
@@ -159,18 +198,18 @@ def test_eval_and_explain_commands(trained, tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_embedded_server_translates_over_rest_and_grpc(trained, tmp_path):
+def test_embedded_server_translates_over_rest_and_grpc(trained, exported):
     from seqapp.serving import client as clients
     from seqapp.serving import server
     from seqapp.serving.process import free_port
 
     work_dir, _ = trained
-    runner.export(work_dir, tmp_path / "translation")
     options = server.ServerOptions(port=free_port(), rest_api_port=free_port(), model_name="translation",
-                                   model_base_path=str(tmp_path / "translation"))
+                                   model_base_path=str(exported.parent))
     texts = [de for de, _ in PAIRS[:3]] + [""]
-    _, translator = runner.load_translator(work_dir)
+    translator = runner.load_run(work_dir).translator
     expected = [t.decode() for t in translator.translate(tf.constant(texts))["translation"].numpy()]
+    expected_attention = translator.translate(tf.constant(texts[:1]), with_attention=True)["attention"].numpy()
     model_server = server.ModelServer(options).start()
     try:
         for client in (clients.RestClient(f"http://127.0.0.1:{options.rest_api_port}"),
@@ -179,6 +218,7 @@ def test_embedded_server_translates_over_rest_and_grpc(trained, tmp_path):
                 outputs = client.predict("translation", {"text": texts})
                 explained = client.predict("translation", {"text": texts[:1]}, signature_name="translate_explain")
             assert [t.decode() if isinstance(t, bytes) else t for t in outputs["translation"]] == expected
-            assert np.asarray(explained["attention"]).shape[0] == 1
+            np.testing.assert_allclose(np.asarray(explained["attention"], np.float32),
+                                       expected_attention, atol=1e-4)
     finally:
         model_server.stop()

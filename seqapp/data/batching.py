@@ -95,3 +95,26 @@ def bucket_by_length(dataset, buckets, length_fn, *, drop_remainder=False):
         pad_to_bucket_boundary=False,
         drop_remainder=drop_remainder,
     )
+
+
+def count_batches(lengths, *, buckets=None, batch_size=None, drop_remainder=False):
+    """How many batches `bucket_by_length` (with `buckets`) or a plain `padded_batch` (with
+    `batch_size`) makes of examples of these lengths, in whatever order they come.
+
+    Each bucket is batched on its own and its last partial batch flushed at the end,
+    so the count depends only on how many examples fall in each bucket. Keras shows
+    steps and an ETA only for a dataset whose cardinality is known.
+
+    Example:
+    >>> count_batches([3, 5, 8, 9, 20], buckets=Buckets((9,), (8, 2), 32))
+    2
+    """
+    lengths = np.asarray(lengths)
+    if buckets is None:
+        counts, sizes = np.array([lengths.size]), np.array([batch_size])
+    else:
+        counts = np.bincount(np.searchsorted(buckets.boundaries, lengths, side="right"),
+                             minlength=len(buckets.batch_sizes))
+        sizes = np.array(buckets.batch_sizes)
+    per_bucket = counts // sizes if drop_remainder else -(-counts // sizes)
+    return int(per_bucket.sum())

@@ -1,8 +1,10 @@
 """tf.data input pipelines: tokenize, truncate, bucket, pad, mask, shuffle, prefetch.
 
-Elements before batching are dicts of 1-D int64 tensors (and a scalar `label`
-for classification). Batches are `(features, labels)` as Keras' `fit` takes
-them, with KerasHub's feature names:
+Elements before batching are dicts of int64 tensors: token sequences under
+keys ending in `token_ids`, and one more key holding what the model predicts (a
+scalar `label`, or a sequence of `target_ids`). Batches are `(features, labels)`
+as Keras' `fit` takes them, with KerasHub's feature names, every `*token_ids`
+getting its `*padding_mask`:
 
 - classification: `{"token_ids", "padding_mask"}`, `label`;
 - seq2seq (teacher forcing): `{"encoder_token_ids", "encoder_padding_mask",
@@ -92,8 +94,8 @@ def encode_seq2seq(examples, source_tokenizer, target_tokenizer, *, max_length, 
 
 
 def sequence_length(element):
-    """The length an element is bucketed by: its longest token sequence."""
-    lengths = [tf.size(value) for key, value in element.items() if key != "label"]
+    """The length an element is bucketed by: its longest sequence (scalars do not count)."""
+    lengths = [tf.size(value) for value in element.values() if value.shape.rank == 1]
     return tf.cast(tf.reduce_max(tf.stack(lengths)), tf.int32)
 
 
@@ -104,17 +106,14 @@ def example_lengths(encoded):
 
 
 def _to_features(batch):
-    """Splits a padded batch into Keras `(features, labels)` and adds padding masks."""
-    if "label" in batch:
-        ids = batch["token_ids"]
-        return {"token_ids": ids, "padding_mask": ids != 0}, batch["label"]
-    features = {
-        "encoder_token_ids": batch["encoder_token_ids"],
-        "encoder_padding_mask": batch["encoder_token_ids"] != 0,
-        "decoder_token_ids": batch["decoder_token_ids"],
-        "decoder_padding_mask": batch["decoder_token_ids"] != 0,
-    }
-    return features, batch["target_ids"]
+    """Splits a padded batch into Keras `(features, labels)`: each `*token_ids` with its
+    `*padding_mask` (True on real tokens) are the features, the one other key the labels."""
+    features, (labels,) = {}, [value for key, value in batch.items() if not key.endswith("token_ids")]
+    for key, ids in batch.items():
+        if key.endswith("token_ids"):
+            features[key] = ids
+            features[key[: -len("token_ids")] + "padding_mask"] = ids != 0
+    return features, labels
 
 
 def batch_dataset(
@@ -159,7 +158,7 @@ def batch_dataset(
         dataset = batching.bucket_by_length(dataset, buckets, sequence_length, drop_remainder=drop_remainder)
     else:
         width = max_length if mode == "global_max" else None
-        shapes = {key: ([] if key == "label" else [width]) for key in dataset.element_spec}
+        shapes = {key: [width] * spec.shape.rank for key, spec in dataset.element_spec.items()}
         dataset = dataset.padded_batch(batch_size, padded_shapes=shapes, drop_remainder=drop_remainder)
     return dataset.map(_to_features, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 

@@ -6,28 +6,15 @@ import numpy as np
 
 from seqapp import config
 from seqapp import datasets
+from seqapp import tasks
 from seqapp.data import pipeline
 
-# The translation direction `seqapp data stats` uses for each translation dataset.
-_DIRECTIONS = {"multi30k": ("de", "en"), "anki_spa_eng": ("en", "es")}
-
-
 def definition_for_dataset(name):
-    """The default pipeline definition for a built-in dataset, or None (no task uses it yet)."""
-    task = datasets.TASKS.get(name.partition("/")[0])
-    if task == "classification":
-        return config.validate({"task": task, "data": {"dataset": name}}, source=f"<defaults for {name}>")
-    if task == "translation":
-        source, target = _DIRECTIONS[name]
-        return config.validate(
-            {
-                "task": task,
-                "data": {"dataset": name, "source": source, "target": target},
-                "tokenizer": {"lower_case": False, "normalization_form": "NFC"},
-            },
-            source=f"<defaults for {name}>",
-        )
-    return None
+    """The default pipeline definition of a built-in dataset's task, or None (no task reads it yet)."""
+    task = tasks.REGISTRY.get(datasets.TASKS.get(name.partition("/")[0]))
+    if task is None:
+        return None
+    return config.validate(task.default_definition(name), source=f"<defaults for {name}>")
 
 
 def split_counts(name):
@@ -56,13 +43,11 @@ def collect(name, definition=None):
         definition: the pipeline definition whose tokenizer and batching are
             measured; defaults to `definition_for_dataset(name)`.
     """
-    from seqapp.inputters import Inputter  # imports the tokenizers (tf-text) only when needed
-
     stats = {"dataset": name, "splits": split_counts(name)}
     definition = definition or definition_for_dataset(name)
     if definition is None:
         return stats
-    inputter = Inputter(definition)
+    inputter = tasks.of(definition).inputter(definition)
     stats["vocab_size"] = {field: tok.vocab_size for field, tok in inputter.tokenizers.items()}
     lengths = inputter.train_lengths
     stats["train_lengths"] = {

@@ -61,7 +61,14 @@ def builder(name: str) -> tfds.core.DatasetBuilder:
 def prepare(name: str) -> tfds.core.DatasetBuilder:
     """Prepares ``name`` (local files or download) unless done already; returns its builder."""
     ds_builder = builder(name)
-    ds_builder.download_and_prepare()
+    try:
+        ds_builder.download_and_prepare()
+    except Exception:
+        # TFDS prepares into a temporary folder and renames it into place; when another process
+        # renamed its copy first, ours cannot take the name. Theirs is complete: read it.
+        ds_builder = builder(name)
+        if not ds_builder.is_prepared():
+            raise
     return ds_builder
 
 

@@ -3,10 +3,12 @@
 from seqapp.layers.attention_pooling import AttentionPooling
 from seqapp.layers.cached_multi_head_attention import CachedMultiHeadAttention
 from seqapp.layers.masked_pooling import MaskedPooling
+from seqapp.layers.portable_gru import PortableGRU
+from seqapp.layers.portable_lstm import PortableLSTM
 from seqapp.layers.sinusoidal_position_encoding import SinusoidalPositionEncoding
 from seqapp.layers.tcn import TCN
 from seqapp.layers.transformer_decoder import TransformerDecoder
 from seqapp.layers.transformer_encoder import TransformerEncoder
 
-__all__ = ["AttentionPooling", "CachedMultiHeadAttention", "MaskedPooling", "SinusoidalPositionEncoding", "TCN",
+__all__ = ["AttentionPooling", "CachedMultiHeadAttention", "MaskedPooling", "PortableGRU", "PortableLSTM", "SinusoidalPositionEncoding", "TCN",
            "TransformerDecoder", "TransformerEncoder"]

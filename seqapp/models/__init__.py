@@ -1,4 +1,4 @@
-"""Keras models built from pipeline definitions."""
+"""Keras models of seqapp's tasks; the builders take plain keyword arguments (no config)."""
 
 from seqapp.models.classifier import build_classifier
 from seqapp.models.classifier import receptive_field

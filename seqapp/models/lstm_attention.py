@@ -25,7 +25,7 @@ TensorFlow Serving's CPU build.
 import keras
 from keras import ops
 
-from seqapp.models.classifier import PortableLSTM
+from seqapp.layers import PortableLSTM
 
 _ATTENTION = {"luong": keras.layers.Attention, "bahdanau": keras.layers.AdditiveAttention}
 

@@ -12,6 +12,8 @@ import tensorflow_text as tf_text
 from tensorflow_text.python.ops.bert_tokenizer import BasicTokenizer
 from tensorflow_text.tools.wordpiece_vocab import bert_vocab_from_dataset
 
+from seqapp import atomic
+
 RESERVED_TOKENS = ["[PAD]", "[UNK]", "[START]", "[END]"]
 PAD_ID, UNK_ID, START_ID, END_ID = range(4)
 
@@ -50,10 +52,8 @@ def learn_vocabulary(texts, vocab_size, *, lower_case=True, normalization_form=N
 
 def write_vocabulary(vocab, path):
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(token + "\n" for token in vocab), encoding="utf-8")
-    tmp.replace(path)  # never leave a half-written vocabulary behind
+    with atomic.atomic_path(path) as tmp:  # never leave a half-written vocabulary behind
+        tmp.write_text("".join(token + "\n" for token in vocab), encoding="utf-8")
     return path
 
 
