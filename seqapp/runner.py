@@ -83,11 +83,15 @@ def train(definition, work_dir, *, fold=None, verbose="auto"):
         keras.callbacks.TensorBoard(str(folder / "logs")),
         keras.callbacks.CSVLogger(str(folder / "history.csv"), append=resuming),
     ]
+    batches = inputter.dataset("train", training=True)
     started = time.perf_counter()
     history = model.fit(
-        inputter.dataset("train", training=True),
+        batches,
         validation_data=validation,
         epochs=cfg.epochs,
+        # Keras opens the next epoch's iterator at each epoch's end; told the steps, it reads the next
+        # epoch from that one, else it opens yet another and the first has filled a shuffle buffer for nothing.
+        steps_per_epoch=int(batches.cardinality()),
         callbacks=callbacks,
         verbose=verbose,
         shuffle=False,  # the pipeline shuffles (seeded) before bucketing

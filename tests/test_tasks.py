@@ -1,13 +1,14 @@
 """The Task interface: every registered task trains, evaluates, exports and serves the same way,
 and nothing outside `seqapp/tasks/` asks which task it holds."""
 
+import contextlib
+import io
 import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -75,31 +76,41 @@ print(json.dumps({"seqapp_modules": sorted(m for m in sys.modules if m.split("."
 """
 
 
-@pytest.fixture(scope="module", params=sorted(tasks.REGISTRY))
-def exported(request, tmp_path_factory, seqapp_cache_dir, shared_data_dir):
-    """Each task's small demo definition trained, evaluated and exported."""
-    task = tasks.get(request.param)
-    tmp_path = tmp_path_factory.mktemp(task.name)
-    definition = config.validate({**task.demo_definition(small=True), "seed": 5})
-    results = runner.train(definition, tmp_path / "run", verbose=0)
-    path = runner.export(tmp_path / "run", tmp_path / task.export_name)
-    return task, tmp_path / "run", results, path
+@pytest.fixture(scope="module")
+def demo_small(tmp_path_factory, seqapp_cache_dir, shared_data_dir):
+    """`seqapp demo --small` run once: `(folder, {task: export path}, what it printed)`. Every task's
+    small demo definition is trained, evaluated, exported, served and queried."""
+    from seqapp import demo
+
+    tmp_path = tmp_path_factory.mktemp("demo")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exports = demo.run(seed=3, out_dir=tmp_path / "demo", export_root=tmp_path / "saved_models", small=True)
+    return tmp_path, exports, printed.getvalue()
+
+
+@pytest.fixture(params=sorted(tasks.REGISTRY))
+def exported(request, demo_small):
+    """`(task, run folder, export path)` of each task's run in the small demo."""
+    tmp_path, exports, _ = demo_small
+    return tasks.get(request.param), tmp_path / "demo" / request.param, exports[request.param]
 
 
 def test_a_task_trains_evaluates_and_reports(exported):
-    task, work_dir, results, _ = exported
-    assert set(results) == {"validation", "test"}
+    task, work_dir, _ = exported
     stored = json.loads((work_dir / "metrics.json").read_text())
-    assert all(stored[split] == results[split] for split in results)
-    assert task.format_metrics(results, work_dir).count("\n") >= 1
+    assert {"validation", "test"} <= set(stored)
+    assert task.format_metrics({split: stored[split] for split in ("validation", "test")}, work_dir).count("\n") >= 1
     training = json.loads((work_dir / "training.json").read_text())
     assert training["epochs"] == 1 and training["fold"] is None
     again = runner.evaluate(work_dir, ["validation"])
     assert set(again) == {"validation"}
+    assert json.loads((work_dir / "metrics.json").read_text())["validation"] == again["validation"]  # merged
+    assert json.loads((work_dir / "metrics.json").read_text())["test"] == stored["test"]  # kept
 
 
 def test_a_task_export_answers_in_a_fresh_process(exported):
-    task, work_dir, _, path = exported
+    task, work_dir, path = exported
     assert exporters.check_ops(path)  # only ops TF Serving runs
     card = json.loads((path / exporters.MODEL_CARD_FILE).read_text())
     assert card["task"] == task.name
@@ -122,7 +133,7 @@ def test_a_task_export_answers_in_a_fresh_process(exported):
 
 
 def test_every_task_names_itself_in_run_and_card(exported):
-    task, work_dir, _, _ = exported
+    task, work_dir, _ = exported
     assert runner.run_definition(work_dir).task == task.name
     assert tasks.of(runner.run_definition(work_dir)) is task
 
@@ -257,16 +268,14 @@ def test_classification_eval_on_a_split_and_a_user_file(tmp_path, seqapp_cache_d
     assert "--beam-size" in capsys.readouterr().err
 
 
-def test_demo_small_runs_every_job_over_rest_and_grpc(tmp_path, seqapp_cache_dir, shared_data_dir, capsys):
-    from seqapp import demo
-
-    exports = demo.run(seed=3, out_dir=tmp_path / "demo", export_root=tmp_path / "saved_models", small=True)
+def test_demo_small_runs_every_job_over_rest_and_grpc(demo_small):
+    tmp_path, exports, printed = demo_small
     assert set(exports) == set(tasks.REGISTRY)
-    printed = capsys.readouterr().out
     for task in tasks.REGISTRY.values():
-        assert (tmp_path / "saved_models" / task.export_name / "1" / "saved_model.pb").exists()
+        assert exports[task.name] == tmp_path / "saved_models" / task.export_name / "1"
+        assert (exports[task.name] / "saved_model.pb").exists()
+        assert (tmp_path / "demo" / task.name / "curves.png").exists()
+        queries = len(task.demo_inputs()["text"])
         for protocol in ("REST", "gRPC"):
-            answer = printed.split(f"{protocol} {task.export_name} :predict\n")[1].split("\n")
-            assert len([line for line in answer[:len(task.demo_inputs()["text"])] if line.startswith("  ")]) == \
-                len(task.demo_inputs()["text"])
-    assert np.all([(tmp_path / "demo" / name / "curves.png").exists() for name in tasks.REGISTRY])
+            answer = printed.split(f"{protocol} {task.export_name} :predict\n")[1].split("\n")[:queries]
+            assert all(line.startswith("  ") for line in answer), answer

@@ -42,7 +42,7 @@ def _definition(tmp_path, family):
         "tokenizer": {"vocab_size": 200, "lower_case": False, "normalization_form": "NFC", "min_count": 1},
         "pipeline": {"max_length": 16, "tokens_per_batch": 256, "num_buckets": 2},
         "model": model,
-        "train": {"epochs": 60, "learning_rate": 0.01, "early_stopping_patience": 60},
+        "train": {"epochs": 30, "learning_rate": 0.01, "early_stopping_patience": 30},
         "decode": {"beam_size": 3},
         "base_dir": str(tmp_path),
     })

@@ -425,6 +425,7 @@ class ClassificationTask(Task):
             "train": {"epochs": 3, "early_stopping_patience": 1},
         }
         if small:
+            definition["data"]["splits"] = {"validation": "validation[:100]", "test": "test[:100]"}
             definition["data"]["max_train_examples"] = 400
             definition["tokenizer"]["vocab_size"] = 500
             definition["model"].update(embedding_dim=8, units=8)

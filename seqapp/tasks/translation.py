@@ -270,11 +270,11 @@ class TranslationTask(Task):
         if set(files) - {"source", "reference", "output"} or not {"source", "reference"} <= set(files):
             raise SeqappError("a translation run is evaluated on --split, or on --source FILE with --reference "
                               "FILE (and optionally --output FILE)")
-        sources_, references = _read_lines(files["source"]), _read_lines(files["reference"])
-        if len(sources_) != len(references):
-            raise SeqappError(f"{files['source']} has {len(sources_)} lines but {files['reference']} has "
+        source_lines, references = _read_lines(files["source"]), _read_lines(files["reference"])
+        if len(source_lines) != len(references):
+            raise SeqappError(f"{files['source']} has {len(source_lines)} lines but {files['reference']} has "
                               f"{len(references)}")
-        hypotheses = evaluation.translate_all(run.translator, sources_, beam_size=beam_size)
+        hypotheses = evaluation.translate_all(run.translator, source_lines, beam_size=beam_size)
         if "output" in files:
             Path(files["output"]).write_text("".join(f"{line}\n" for line in hypotheses), encoding="utf-8")
         return {Path(files["source"]).name: evaluation.translation_metrics(hypotheses, references)}
@@ -333,6 +333,7 @@ class TranslationTask(Task):
             "decode": {"beam_size": 4},
         }
         if small:
+            definition["data"]["splits"] = {"validation": "validation[:100]", "test": "test[:100]"}
             definition["data"]["max_train_examples"] = 300
             definition["tokenizer"]["vocab_size"] = 500
             definition["model"].update(embedding_dim=16, num_layers=1, num_heads=2, ffn_dim=32)
