@@ -138,13 +138,13 @@ def test_every_task_names_itself_in_run_and_card(exported):
     assert tasks.of(runner.run_definition(work_dir)) is task
 
 
-@pytest.mark.parametrize("mode", ["bucket", "batch_max", "global_max"])
-def test_datasets_know_their_number_of_batches(tmp_path, seqapp_cache_dir, mode):
-    definition = _tiny_classification(tmp_path, pipeline={"batching": mode, "batch_size": 5})
+def test_datasets_know_their_number_of_batches(tmp_path, seqapp_cache_dir):
+    definition = _tiny_classification(tmp_path, pipeline={"batch_size": 5})
     inputter = tasks.of(definition).inputter(definition)
-    for split, training in (("train", True), ("test", False)):
-        dataset = inputter.dataset(split, training=training)
-        assert int(dataset.cardinality()) == len(list(dataset)) > 1
+    for mode in ("bucket", "batch_max", "global_max"):
+        for split, training in (("train", True), ("test", False)):
+            dataset = inputter.dataset(split, training=training, batching_mode=mode)
+            assert int(dataset.cardinality()) == len(list(dataset)) > 1, (mode, split)
 
 
 def test_input_context_shards_before_shuffling(tmp_path, seqapp_cache_dir):
@@ -248,23 +248,25 @@ def test_atomic_path_publishes_whole_or_nothing(tmp_path):
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["theirs"]
 
 
-def test_classification_eval_on_a_split_and_a_user_file(tmp_path, seqapp_cache_dir, capsys):
+def test_classification_eval_on_a_split_and_a_user_file(sentiment_run, tmp_path, capsys):
+    import shutil
+
     from seqapp.cli import main as cli_main
 
-    definition = _tiny_classification(tmp_path, train={"epochs": 2})
-    runner.train(definition, tmp_path / "run", verbose=0)
-    assert cli_main(["eval", "--work-dir", str(tmp_path / "run"), "--split", "test"]) == 0
+    shutil.copytree(sentiment_run, tmp_path / "run")  # eval writes metrics.json; the shared run stays as trained
+    sentiment_run = tmp_path / "run"
+    assert cli_main(["eval", "--work-dir", str(sentiment_run), "--split", "test"]) == 0
     printed = capsys.readouterr().out
-    assert re.search(r"test: accuracy \d\.\d{4}, macro-F1 \d\.\d{4} \(40 examples\)", printed)
+    assert re.search(r"test: accuracy \d\.\d{4}, macro-F1 \d\.\d{4} \(6 examples\)", printed), printed
     assert "<- predicted" in printed and re.search(r"neg\s+\d+\s+\d+", printed)
-    (tmp_path / "mine.tsv").write_text("text\tlabel\nword1 good\tpos\nword2 bad\tneg\nword3 bad\tneg\n")
-    assert cli_main(["eval", "--work-dir", str(tmp_path / "run"), "--data", str(tmp_path / "mine.tsv")]) == 0
+    (tmp_path / "mine.tsv").write_text("text\tlabel\na triumph of acting\tpos\na tedious mess\tneg\ndull\tneg\n")
+    assert cli_main(["eval", "--work-dir", str(sentiment_run), "--data", str(tmp_path / "mine.tsv")]) == 0
     printed = capsys.readouterr().out
     assert re.search(r"mine.tsv: accuracy \d\.\d{4}, macro-F1 \d\.\d{4} \(3 examples\)", printed), printed
     (tmp_path / "bad.tsv").write_text("text\tlabel\nword1 good\tmeh\n")
-    assert cli_main(["eval", "--work-dir", str(tmp_path / "run"), "--data", str(tmp_path / "bad.tsv")]) == 2
+    assert cli_main(["eval", "--work-dir", str(sentiment_run), "--data", str(tmp_path / "bad.tsv")]) == 2
     assert "bad.tsv:2" in capsys.readouterr().err
-    assert cli_main(["eval", "--work-dir", str(tmp_path / "run"), "--beam-size", "2"]) == 2
+    assert cli_main(["eval", "--work-dir", str(sentiment_run), "--beam-size", "2"]) == 2
     assert "--beam-size" in capsys.readouterr().err
 
 
