@@ -68,10 +68,7 @@ def train(definition, work_dir, *, fold=None, verbose="auto"):
         start.apply(model)
     task.compile(model, definition)
 
-    try:
-        validation = inputter.dataset("validation", training=False)
-    except ConfigError:  # the data has no validation split
-        validation = None
+    validation = dict(task.split_datasets(inputter, ("validation",))).get("validation")
     resuming = (folder / "backup").exists()  # BackupAndRestore left state: a killed run
     monitor = f"val_{task.monitor}" if validation is not None else task.monitor
     cfg = definition.train
