@@ -51,3 +51,18 @@ def data_dir():
     if not value:
         raise SystemExit("set SEQAPP_DATA_DIR to the folder holding the datasets (e.g. ../shared/data)")
     return Path(value)
+
+
+def throughput(call, batches, *, batch_size, seconds):
+    """Items/s of `call(batch)` over `batches` (cycled), for at least `seconds` after one warm-up call."""
+    import itertools
+    import time
+
+    call(batches[0])
+    done, started = 0, time.perf_counter()
+    for batch in itertools.cycle(batches[1:] or batches):
+        call(batch)
+        done += batch_size
+        if time.perf_counter() - started >= seconds:
+            break
+    return done / (time.perf_counter() - started)

@@ -71,14 +71,7 @@ def decode_speed(translator, sources, *, batch_size, cached, seconds):
     """Sentences/s of beam 4 over consecutive test sentences, for at least `seconds` (after one warm call)."""
     translate = evaluation.translate_function(translator, beam_size=4, cached=cached)
     batches = [tf.constant(sources[i:i + batch_size]) for i in range(0, len(sources) - batch_size + 1, batch_size)]
-    translate(batches[0])
-    done, started = 0, time.perf_counter()
-    for batch in batches[1:]:
-        translate(batch)
-        done += batch_size
-        if time.perf_counter() - started >= seconds:
-            break
-    return done / (time.perf_counter() - started)
+    return common.throughput(translate, batches, batch_size=batch_size, seconds=seconds)
 
 
 def main():

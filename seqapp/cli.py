@@ -16,7 +16,10 @@ def _data_list(args):
     print(f"{'name':<18}{'task':<20}source")
     for name in datasets.DATASETS:
         local = settings.local_dataset_dir(name)
-        where = f"local {local}" if local else f"download ({datasets.builder(name).info.homepage})"
+        if getattr(datasets.DATASETS[name], "GENERATED", False):
+            where = "generated (no download)"
+        else:
+            where = f"local {local}" if local else f"download ({datasets.builder(name).info.homepage})"
         print(f"{name:<18}{datasets.TASKS[name]:<20}{where}")
 
 
@@ -96,7 +99,7 @@ def _eval(args):
     run = runner.load_run(args.work_dir)
     task = tasks.of(run.definition)
     options = {"beam_size": args.beam_size}
-    files = {name: getattr(args, name) for name in ("data", "source", "reference", "output")
+    files = {name: getattr(args, name) for name in ("data", "images", "source", "reference", "output")
              if getattr(args, name) is not None}
     if files:
         if args.split:
@@ -116,9 +119,10 @@ def _explain(args):
     from seqapp import tasks
 
     run = runner.load_run(args.work_dir)
-    answer, png = tasks.of(run.definition).explain(run, args.text, args.out, beam_size=args.beam_size)
+    answer, png = tasks.of(run.definition).explain(run, args.out, text=args.text, image=args.image,
+                                                   beam_size=args.beam_size)
     print(answer)
-    print(f"attention heatmap: {png}")
+    print(f"attention: {png}")
 
 
 def _demo(args):
@@ -235,7 +239,9 @@ def build_parser():
     evaluate.add_argument("--work-dir", required=True, help="the run folder `seqapp train` wrote")
     evaluate.add_argument("--split", action="append", help="dataset split(s) to evaluate (default: test)")
     evaluate.add_argument("--data", help="classification: a labelled CSV/TSV/JSONL file with the run's text and "
-                                         "label columns (instead of --split)")
+                                         "label columns; captioning: a captions file (instead of --split)")
+    evaluate.add_argument("--images", help="captioning: the folder of the images --data names (with --data: a "
+                                           "captions TSV or COCO-style JSON)")
     evaluate.add_argument("--source", help="translation: a file of source sentences, one per line (instead of "
                                            "--split)")
     evaluate.add_argument("--reference", help="translation: the reference translations, line-aligned with --source")
@@ -244,8 +250,10 @@ def build_parser():
                           help="translation: beam size (default: the definition's; 1 = greedy)")
     evaluate.set_defaults(func=_eval)
 
-    explain = commands.add_parser("explain", help="translate a sentence and draw its attention heatmap (PNG)")
-    explain.add_argument("text", help="the source sentence")
+    explain = commands.add_parser("explain", help="translate a sentence or caption an image and draw the "
+                                                  "attention behind each word (PNG)")
+    explain.add_argument("text", nargs="?", help="translation: the source sentence")
+    explain.add_argument("--image", help="captioning: the image file (JPEG, PNG, GIF or BMP)")
     explain.add_argument("--work-dir", required=True, help="the run folder `seqapp train` wrote")
     explain.add_argument("--out", default="attention.png", help="PNG path (default: attention.png)")
     explain.add_argument("--beam-size", type=_positive_int, help="beam size (default: the definition's)")

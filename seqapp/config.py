@@ -168,6 +168,34 @@ class TrainConfig(Section):
     early_stopping_patience: int = pydantic.Field(2, ge=0)
 
 
+class SequenceTrainConfig(TrainConfig):
+    """`train` of a task that predicts token sequences (teacher forcing; see
+    `seqapp.losses.compile_sequence_model`).
+
+    Attributes:
+        warmup_steps: > 0 ramps the learning rate up linearly over this many
+            steps to `learning_rate`, then decays it with the inverse square
+            root of the step (the Transformer schedule); 0 keeps it constant.
+        label_smoothing: probability mass spread over the vocabulary.
+    """
+
+    warmup_steps: int = pydantic.Field(0, ge=0)
+    label_smoothing: float = pydantic.Field(0.0, ge=0.0, lt=1.0)
+
+
+class SearchConfig(Section):
+    """How outputs are decoded (`seqapp.decoding`), in evaluation and in the export; tasks that
+    generate text extend it.
+
+    Attributes:
+        beam_size: 1 is greedy search.
+        length_penalty: GNMT's alpha; 0 ranks hypotheses by log-probability alone.
+    """
+
+    beam_size: int = pydantic.Field(4, ge=1)
+    length_penalty: float = pydantic.Field(0.6, ge=0.0)
+
+
 class Definition(Section):
     """What every pipeline definition has; each task's schema (`seqapp.tasks`) extends it with
     its `task` tag and its own sections."""

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from seqapp.schedules import WarmupInverseSqrt
+
 
 @keras.saving.register_keras_serializable(package="seqapp")
 def masked_accuracy(y_true, logits):
@@ -47,3 +49,18 @@ class MaskedSequenceLoss(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def compile_sequence_model(model, train):
+    """Compiles a teacher-forced sequence model (translation, captioning) with what they share:
+    `MaskedSequenceLoss` with the definition's label smoothing, `masked_accuracy`, and Adam
+    (beta_2 0.98, as for the Transformer) on the warmup + inverse-square-root schedule when
+    `train.warmup_steps` is set.
+
+    Args:
+        model: the uncompiled model.
+        train: a `config.SequenceTrainConfig` (learning rate, warmup, clipping, label smoothing).
+    """
+    rate = WarmupInverseSqrt(train.learning_rate, train.warmup_steps) if train.warmup_steps else train.learning_rate
+    model.compile(optimizer=keras.optimizers.Adam(rate, beta_2=0.98, epsilon=1e-9, clipnorm=train.clipnorm),
+                  loss=MaskedSequenceLoss(train.label_smoothing), metrics=[masked_accuracy])

@@ -68,3 +68,33 @@ def attention_heatmap(weights, source_tokens, target_tokens, path, title="cross-
     ax.set_ylabel("translation")
     ax.set_title(title)
     return _save(fig, path)
+
+
+def attention_over_image(image, weights, feature_map_shape, tokens, path, title="attention"):
+    """One panel per generated token: the image with that token's attention over the feature map
+    laid on it (brighter = more attention), the first panel the image alone.
+
+    Args:
+        image: float [height, width, 3] in [0, 1].
+        weights: [steps, positions], positions = rows x columns of the feature map.
+        feature_map_shape: `(rows, columns)`.
+        tokens: the generated tokens, one per row of `weights` that is drawn.
+    """
+    image = np.asarray(image)
+    rows, columns = feature_map_shape
+    panels = len(tokens) + 1
+    per_row = min(panels, 6)
+    grid_rows = -(-panels // per_row)
+    fig, axes = plt.subplots(grid_rows, per_row, figsize=(2 * per_row, 2.2 * grid_rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    axes.flat[0].imshow(image)
+    axes.flat[0].set_title("image")
+    extent = (0, image.shape[1], image.shape[0], 0)
+    for ax, token, row in zip(axes.flat[1:], tokens, np.asarray(weights)):
+        ax.imshow(image, extent=extent)
+        ax.imshow(row.reshape(rows, columns), cmap="magma", alpha=0.6, extent=extent, interpolation="bilinear",
+                  vmin=0.0, vmax=max(float(row.max(initial=0.0)), 1e-6))
+        ax.set_title(token)
+    fig.suptitle(title)
+    return _save(fig, path)

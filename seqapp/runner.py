@@ -101,7 +101,7 @@ def train(definition, work_dir, *, fold=None, verbose="auto"):
         "tokens_per_second": epochs * int(inputter.train_lengths.sum()) / seconds if seconds else None,
     })
     plots.training_curves(history.history, folder / "curves.png")
-    return task.evaluate_after_training(load_run(folder.path))
+    return task.evaluate_after_training(load_run(folder.path), inputter)
 
 
 def cross_validate(definition, work_dir, *, verbose="auto"):

@@ -447,6 +447,106 @@ def test_captions_image_dir_must_be_a_folder(tmp_path):
                       tmp_path / "nope", None, "not a folder")
 
 
+# read_karpathy_split.
+
+
+def karpathy(*images):
+    return json.dumps({"dataset": "test", "images": list(images)}, indent=1)
+
+
+def karpathy_image(filename, split="train", *raws, **extra):
+    sentences = [{"tokens": raw.lower().rstrip(".").split(), "raw": raw, "sentid": index}
+                 for index, raw in enumerate(raws or ["A thing."])]
+    return {"filename": filename, "split": split, "sentences": sentences, "imgid": 0, **extra}
+
+
+def test_karpathy_split_maps_splits_and_reads_every_sentence(tmp_path, image_dir):
+    path = write(tmp_path, "dataset_flickr8k.json", karpathy(
+        karpathy_image("a.jpg", "train", "A dog runs.", "Un chien court 🐕"),
+        karpathy_image("c.jpg", "restval", "A cat.", filepath="sub"),
+        karpathy_image("b.jpg", "val", "Two birds."),
+        {"filename": "c.jpg", "filepath": "", "split": "test",
+         "sentences": [{"tokens": ["a", "cat", "sleeps"]}, {"raw": " As written. ", "tokens": []}]},
+    ))
+    # c.jpg and sub/c.jpg are two images.
+    write(image_dir, "c.jpg", b"\xff\xd8 not really a jpeg")
+    rows = readers.read_karpathy_split(path, image_dir)
+    assert rows == [
+        {"image_path": str(image_dir / "a.jpg"), "caption": "A dog runs.", "split": "train"},
+        {"image_path": str(image_dir / "a.jpg"), "caption": "Un chien court 🐕", "split": "train"},
+        {"image_path": str(image_dir / "sub" / "c.jpg"), "caption": "A cat.", "split": "train"},
+        {"image_path": str(image_dir / "b.jpg"), "caption": "Two birds.", "split": "validation"},
+        {"image_path": str(image_dir / "c.jpg"), "caption": "a cat sleeps", "split": "test"},
+        {"image_path": str(image_dir / "c.jpg"), "caption": " As written. ", "split": "test"},
+    ]
+
+
+def test_karpathy_split_gzip_and_relative_image_dir(tmp_path, image_dir, monkeypatch):
+    path = write(tmp_path, "dataset_coco.json.gz", karpathy(karpathy_image("a.jpg", "test")))
+    monkeypatch.chdir(tmp_path)
+    rows = readers.read_karpathy_split(path, "images")
+    assert rows == [{"image_path": str(image_dir / "a.jpg"), "caption": "A thing.",
+                     "split": "test"}]
+
+
+@pytest.mark.parametrize("content, line, fragments", [
+    ('{"images": [\n {"filename": "a.jpg",}\n]}', 2, ["invalid JSON"]),
+    ("[]", None, ['"images"', "found array"]),
+    (json.dumps({"annotations": []}), None, ['list under "images", found nothing']),
+    (json.dumps({"images": {}}), None, ['list under "images", found object']),
+    (karpathy(), None, ["no captions"]),
+    (karpathy(karpathy_image("a.jpg"), "b.jpg"), 2, ['entry 2 of "images" must be an object']),
+    (karpathy(karpathy_image("a.jpg"), {"split": "train", "sentences": []}),
+     2, ["missing key 'filename'", "'split'"]),
+    (karpathy(karpathy_image("a.jpg"), {"filename": "b.jpg", "sentences": []}),
+     2, ["missing key 'split'"]),
+    (karpathy(karpathy_image("a.jpg"), karpathy_image("gone.jpg")), 2, ["'gone.jpg' not found"]),
+    (karpathy(karpathy_image("c.jpg")), 1, ["'c.jpg' not found"]),  # it is sub/c.jpg
+    (karpathy(karpathy_image("../images/a.jpg")), 1, ["inside", "'..'"]),
+    (karpathy(karpathy_image("a.jpg", filepath="../images")), 1, ["inside", "'..'"]),
+    (karpathy(karpathy_image("/etc/passwd", filepath="sub")), 1, ["inside", "absolute"]),
+    (karpathy(karpathy_image("a.jpg", filepath=["sub"])), 1, ["'filepath' must be a string"]),
+    (karpathy(karpathy_image("")), 1, ["image file name must be a non-empty string"]),
+    (karpathy(karpathy_image(7)), 1, ["image file name must be a non-empty string, found 7"]),
+    (karpathy(karpathy_image("a.jpg"), karpathy_image("b.jpg"), karpathy_image("a.jpg", "test")),
+     3, ["image 'a.jpg' is also entry 1"]),
+    (karpathy(karpathy_image("a.jpg"), karpathy_image("b.jpg", "dev")),
+     2, ["split 'dev' is none of 'train', 'restval', 'val', 'test'"]),
+    (karpathy(karpathy_image("a.jpg", "Train")), 1, ["split 'Train'"]),
+    (karpathy({"filename": "a.jpg", "split": "train", "sentences": []}),
+     1, ['"sentences" must be a non-empty array, found an empty array']),
+    (karpathy({"filename": "a.jpg", "split": "train", "sentences": "A dog."}),
+     1, ['"sentences" must be a non-empty array, found string']),
+    (karpathy({"filename": "a.jpg", "split": "train", "sentences": [{"raw": "ok"}, "A dog."]}),
+     1, ["sentence 2 of entry 1 must be an object"]),
+    (karpathy({"filename": "a.jpg", "split": "train", "sentences": [{"sentid": 3}]}),
+     1, ["sentence 1 of entry 1 has neither 'raw' nor 'tokens'", "'sentid'"]),
+    (karpathy({"filename": "a.jpg", "split": "train", "sentences": [{"raw": 5}]}),
+     1, ["'raw' must be a string, found number"]),
+    (karpathy({"filename": "a.jpg", "split": "train", "sentences": [{"raw": "  "}]}),
+     1, ["empty 'raw' in sentence 1 of entry 1"]),
+    (karpathy({"filename": "a.jpg", "split": "train", "sentences": [{"tokens": "a dog"}]}),
+     1, ["'tokens' must be an array of strings"]),
+    (karpathy({"filename": "a.jpg", "split": "train", "sentences": [{"tokens": []}]}),
+     1, ["empty 'tokens' in sentence 1 of entry 1"]),
+], ids=["invalid-json", "not-an-object", "no-images", "images-not-a-list", "no-entries",
+        "string-entry", "no-filename", "no-split", "missing-image", "missing-subfolder",
+        "escaping-filename", "escaping-filepath", "absolute-filename", "list-filepath",
+        "empty-filename", "number-filename", "repeated-image", "unknown-split", "split-case",
+        "no-sentences", "string-sentences", "string-sentence", "no-raw-no-tokens",
+        "number-raw", "blank-raw", "string-tokens", "no-tokens"])
+def test_karpathy_split_errors(tmp_path, image_dir, content, line, fragments):
+    path = write(tmp_path, "dataset.json", content)
+    expect_data_error(lambda: readers.read_karpathy_split(path, image_dir), path, line,
+                      *fragments)
+
+
+def test_karpathy_split_image_dir_must_be_a_folder(tmp_path):
+    path = write(tmp_path, "dataset.json", karpathy(karpathy_image("a.jpg")))
+    expect_data_error(lambda: readers.read_karpathy_split(path, tmp_path / "nope"),
+                      tmp_path / "nope", None, "not a folder")
+
+
 # Labels.
 
 

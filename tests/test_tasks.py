@@ -277,7 +277,8 @@ def test_demo_small_runs_every_job_over_rest_and_grpc(demo_small):
         assert exports[task.name] == tmp_path / "saved_models" / task.export_name / "1"
         assert (exports[task.name] / "saved_model.pb").exists()
         assert (tmp_path / "demo" / task.name / "curves.png").exists()
-        queries = len(task.demo_inputs()["text"])
+        (inputs,) = task.demo_inputs().values()
+        queries = len(inputs)
         for protocol in ("REST", "gRPC"):
             answer = printed.split(f"{protocol} {task.export_name} :predict\n")[1].split("\n")[:queries]
             assert all(line.startswith("  ") for line in answer), answer

@@ -108,7 +108,7 @@ def test_decoding_stops_at_ratio_times_source_length_plus_extra_and_returns_what
     decode = translator.decode
     expected = [min(int(np.ceil(decode.max_output_ratio * n)) + decode.max_output_extra, translator.max_length)
                 if n else 0 for n in lengths]
-    assert translator.max_output_lengths(ids != 0).numpy().tolist() == expected
+    assert translator.max_output_lengths({"encoder_padding_mask": ids != 0}).numpy().tolist() == expected
     assert expected[1] == translator.max_length  # a long source: the overall limit
     full = translator.translate(texts[:1], beam_size=1)["token_ids"].numpy()[0]
     full = full[full != 0]

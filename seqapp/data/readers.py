@@ -34,6 +34,8 @@ _FORMATS = (*_DELIMITERS, "jsonl")
 _FORMAT_BY_SUFFIX = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json-lines": "jsonl"}
 _UNITS = ("line", "paragraph")
 _CAPTIONS_HEADER = ["image", "caption"]
+# Karpathy's split names and seqapp's.
+_KARPATHY_SPLITS = {"train": "train", "restval": "train", "val": "validation", "test": "test"}
 # Error messages list at most this many labels or columns.
 _MAX_LISTED = 20
 
@@ -190,6 +192,78 @@ def read_captions(image_dir, captions_path, *, encoding="utf-8"):
         rows = _tsv_captions(root, captions_path, encoding)
     if not rows:
         raise DataError(captions_path, None, "holds no captions")
+    return rows
+
+
+def read_karpathy_split(json_path, image_dir, *, encoding="utf-8"):
+    """Reads image captions and their splits from a Karpathy-split JSON file.
+
+    The file is ``dataset_flickr8k.json``, ``dataset_flickr30k.json`` or
+    ``dataset_coco.json`` as Karpathy's NeuralTalk released them: ``{"images":
+    [{"filename", "filepath" (optional: COCO's subfolder, e.g. "val2014"),
+    "split", "sentences": [{"raw", "tokens"}]}]}``. Each sentence is one row,
+    captioned by its ``"raw"`` text as written, or by its ``"tokens"`` joined with
+    spaces if it has no ``"raw"``. Splits are renamed: ``"train"`` and
+    ``"restval"`` (COCO's validation images trained on) become ``"train"``,
+    ``"val"`` becomes ``"validation"``, ``"test"`` stays ``"test"``.
+
+    Image paths (``filepath/filename``) are relative to ``image_dir`` and may not
+    leave it (no absolute paths, no ``..``); an image may appear only once, so that
+    no image is in two splits. Errors name the 1-based position of the entry in
+    ``"images"`` as their line (the reason names a sentence's position in its
+    ``"sentences"``), or the line of invalid JSON.
+
+    Args:
+        json_path: the JSON file; a trailing ``.gz`` means gzip.
+        image_dir: the folder holding the images (for COCO, the one holding
+            ``train2014/`` and ``val2014/``).
+        encoding: the JSON file's text encoding.
+
+    Returns:
+        A list of ``{"image_path": str, "caption": str, "split": str}`` with
+        absolute image paths and splits ``"train"``, ``"validation"`` or
+        ``"test"``, in file order.
+
+    Raises:
+        DataError: ``image_dir`` is not a folder, the JSON file cannot be read, or
+            an entry is malformed, names a missing image, an image named before, or
+            an unknown split.
+    """
+    root = Path(image_dir).resolve()
+    if not root.is_dir():
+        raise DataError(image_dir, None, "is not a folder of images")
+    try:
+        data = json.loads(_read_text(json_path, encoding))
+    except json.JSONDecodeError as error:
+        raise _invalid_json(json_path, error.lineno, error) from None
+    if not isinstance(data, dict):
+        raise DataError(json_path, None,
+                        f'expected a JSON object with "images", found {_json_type(data)}')
+    entries = {}  # image path -> entry number, for repeats
+    rows = []
+    for number, entry in _coco_entries(json_path, data, "images",
+                                       ("filename", "split", "sentences")):
+        image_path = _karpathy_image(root, json_path, number, entry)
+        if image_path in entries:
+            name = Path(image_path).relative_to(root).as_posix()
+            raise DataError(json_path, number,
+                            f"image {name!r} is also entry {entries[image_path]}")
+        entries[image_path] = number
+        split = entry["split"]
+        if not isinstance(split, str) or split not in _KARPATHY_SPLITS:
+            raise DataError(json_path, number,
+                            f"split {split!r} is none of {_listing(list(_KARPATHY_SPLITS))}")
+        sentences = entry["sentences"]
+        if not isinstance(sentences, list) or not sentences:
+            found = "an empty array" if sentences == [] else _json_type(sentences)
+            raise DataError(json_path, number,
+                            f'"sentences" must be a non-empty array, found {found}')
+        for position, sentence in enumerate(sentences, start=1):
+            rows.append({"image_path": image_path,
+                         "caption": _karpathy_caption(json_path, number, position, sentence),
+                         "split": _KARPATHY_SPLITS[split]})
+    if not rows:
+        raise DataError(json_path, None, "holds no captions")
     return rows
 
 
@@ -562,6 +636,38 @@ def _coco_id(path, number, entry, key):
         raise DataError(path, number,
                         f"{key!r} must be an integer or a string, found {_json_type(value)}")
     return value
+
+
+def _karpathy_image(root, path, number, entry):
+    """Returns the absolute path of a Karpathy-split entry's image, checked to exist."""
+    name = entry["filename"]
+    folder = entry.get("filepath")
+    if folder is None or not isinstance(name, str) or _is_blank(name):
+        return _image_path(root, path, number, name)
+    if not isinstance(folder, str):
+        raise DataError(path, number, f"'filepath' must be a string, found {_json_type(folder)}")
+    # An absolute file name stays absolute here, and is refused as such.
+    return _image_path(root, path, number, str(PurePosixPath(folder, name)))
+
+
+def _karpathy_caption(path, number, position, sentence):
+    """Returns a Karpathy-split sentence's caption: its "raw" text, else its tokens joined."""
+    where = f"sentence {position} of entry {number}"
+    if not isinstance(sentence, dict):
+        raise DataError(path, number, f"{where} must be an object, found {_json_type(sentence)}")
+    if "raw" in sentence:
+        raw = sentence["raw"]
+        if not isinstance(raw, str):
+            raise DataError(path, number, f"{where}: 'raw' must be a string, found "
+                                          f"{_json_type(raw)}")
+        return _nonblank(path, number, raw, f"'raw' in {where}")
+    if "tokens" not in sentence:
+        raise DataError(path, number, f"{where} has neither 'raw' nor 'tokens' (keys present: "
+                                      f"{_listing(list(sentence))})")
+    tokens = sentence["tokens"]
+    if not isinstance(tokens, list) or not all(isinstance(token, str) for token in tokens):
+        raise DataError(path, number, f"{where}: 'tokens' must be an array of strings")
+    return _nonblank(path, number, " ".join(tokens), f"'tokens' in {where}")
 
 
 def _image_path(root, captions_path, number, name):

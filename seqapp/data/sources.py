@@ -28,19 +28,20 @@ def limit(definition, split, examples):
 
 def dataset_split(definition, split):
     """`(examples, features)`: the TFDS split of `definition.data.dataset` that serves as `split`
-    (see `data.splits`), unbatched and in a fixed order, and the dataset's feature dict.
+    (see `data.splits`; a split the dataset has beyond train/validation/test, such as
+    `test_compositional`, serves as itself), unbatched and in a fixed order, and the dataset's
+    feature dict.
 
     Raises:
         ConfigError: the dataset is another task's, has no such split, or the
             chosen split or slice is malformed.
     """
     data = definition.data
-    check_split(definition, split)
     task = datasets.TASKS.get(data.dataset.partition("/")[0])
     if task not in (None, definition.task):
         raise ConfigError(definition.origin, "data.dataset", f"{data.dataset} is a {task} dataset, not {definition.task}")
     builder = datasets.prepare(data.dataset)
-    chosen = getattr(data.splits, split) if data.splits is not None else None
+    chosen = getattr(data.splits, split, None) if data.splits is not None else None
     if chosen is None and split not in builder.info.splits:
         raise ConfigError(definition.origin, "data.dataset", f"{data.dataset} has no {split!r} split")
     try:

@@ -16,6 +16,7 @@ from seqapp.datasets.imdb import imdb_dataset_builder
 from seqapp.datasets.mr_polarity import mr_polarity_dataset_builder
 from seqapp.datasets.multi30k import multi30k_dataset_builder
 from seqapp.datasets.ptb import ptb_dataset_builder
+from seqapp.datasets.shapes_captions import shapes_captions_dataset_builder
 from seqapp.datasets.sst2 import sst2_dataset_builder
 from seqapp.datasets.tiny_shakespeare import tiny_shakespeare_dataset_builder
 from seqapp.errors import SeqappError
@@ -33,6 +34,7 @@ DATASETS: dict[str, type] = {
         anki_spa_eng_dataset_builder,
         ptb_dataset_builder,
         tiny_shakespeare_dataset_builder,
+        shapes_captions_dataset_builder,
     )
 }
 
@@ -44,6 +46,7 @@ TASKS: dict[str, str] = {
     "anki_spa_eng": "translation",
     "ptb": "language_modeling",
     "tiny_shakespeare": "language_modeling",
+    "shapes_captions": "captioning",
 }
 
 

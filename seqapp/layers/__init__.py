@@ -2,13 +2,15 @@
 
 from seqapp.layers.attention_pooling import AttentionPooling
 from seqapp.layers.cached_multi_head_attention import CachedMultiHeadAttention
+from seqapp.layers.conv_image_encoder import ConvImageEncoder
 from seqapp.layers.masked_pooling import MaskedPooling
 from seqapp.layers.portable_gru import PortableGRU
 from seqapp.layers.portable_lstm import PortableLSTM
 from seqapp.layers.sinusoidal_position_encoding import SinusoidalPositionEncoding
+from seqapp.layers.soft_attention_lstm import SoftAttentionLSTM
 from seqapp.layers.tcn import TCN
 from seqapp.layers.transformer_decoder import TransformerDecoder
 from seqapp.layers.transformer_encoder import TransformerEncoder
 
-__all__ = ["AttentionPooling", "CachedMultiHeadAttention", "MaskedPooling", "PortableGRU", "PortableLSTM", "SinusoidalPositionEncoding", "TCN",
+__all__ = ["AttentionPooling", "CachedMultiHeadAttention", "ConvImageEncoder", "MaskedPooling", "PortableGRU", "PortableLSTM", "SinusoidalPositionEncoding", "SoftAttentionLSTM", "TCN",
            "TransformerDecoder", "TransformerEncoder"]

@@ -122,13 +122,19 @@ class Task:
         cfg = definition.tokenizer
         return WordPieceTokenizer(vocab_path, lower_case=cfg.lower_case, normalization_form=cfg.normalization_form)
 
-    def evaluate(self, run, splits, **options):
+    def run_inputter(self, run):
+        """The inputter of a finished run: its definition, fold and vocabularies."""
+        return self.inputter(run.definition, fold=run.fold, tokenizers=run.tokenizers)
+
+    def evaluate(self, run, splits, *, inputter=None, **options):
         """Metrics of `run` on its data's `splits` (those the data lacks are skipped), merged into
-        the run's `metrics.json`. Returns `{split: metrics}`."""
+        the run's `metrics.json`. Returns `{split: metrics}`. `inputter`: one that has already
+        prepared the splits (training's), else `run_inputter(run)`."""
         raise NotImplementedError
 
-    def evaluate_after_training(self, run):
-        return self.evaluate(run, ("validation", "test"))
+    def evaluate_after_training(self, run, inputter):
+        """The metrics `seqapp train` reports, with the inputter training used."""
+        return self.evaluate(run, ("validation", "test"), inputter=inputter)
 
     def evaluate_files(self, run, files, **options):
         """Metrics of `run` on the user's files (`seqapp eval --data/--source/--reference/--output`)."""
@@ -143,8 +149,9 @@ class Task:
         return ", ".join(f"{metric} {summary[metric]['mean']:.4f} ± {summary[metric]['std']:.4f}"
                          for metric in self.summary_metrics)
 
-    def explain(self, run, text, out, **options):
-        """Draws what the model attends to for one input (`seqapp explain`); returns `(answer, png)`."""
+    def explain(self, run, out, *, text=None, image=None, **options):
+        """Draws what the model attends to for one input, a text or an image file (`seqapp explain`),
+        into the PNG `out`; returns `(answer, png)`."""
         raise SeqappError(f"`seqapp explain` does not support {self.name} runs")
 
     # -- export

@@ -177,7 +177,7 @@ class ClassificationInputter(Inputter):
     def label_counts(self):
         """Training examples per label index, as a numpy array."""
         labels = self.encoded("train").map(lambda ex: ex["label"], num_parallel_calls=tf.data.AUTOTUNE)
-        values = np.concatenate([batch.numpy() for batch in labels.batch(65536)] or [np.zeros([0], np.int64)])
+        values = np.concatenate([batch.numpy() for batch in labels.batch(4096)] or [np.zeros([0], np.int64)])
         return np.bincount(values, minlength=len(self.label_names))
 
     def vocabulary_corpus(self, fields):
@@ -343,9 +343,9 @@ class ClassificationTask(Task):
             fold=json.loads(training.read_text()).get("fold") if training.exists() else None,
             labels=(work_dir / "labels.txt").read_text(encoding="utf-8").split("\n")[:-1])
 
-    def evaluate(self, run, splits, **options):
+    def evaluate(self, run, splits, *, inputter=None, **options):
         _refuse(options)
-        inputter = self.inputter(run.definition, fold=run.fold, tokenizers=run.tokenizers)
+        inputter = inputter or self.run_inputter(run)
         results = {}
         for split, batches in self.split_datasets(inputter, splits):
             metrics = evaluation.classify(run.model, batches, run.labels)

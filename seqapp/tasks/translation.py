@@ -28,10 +28,8 @@ from seqapp.data import sources
 from seqapp.errors import ConfigError
 from seqapp.errors import SeqappError
 from seqapp.inputters import Inputter
-from seqapp.losses import MaskedSequenceLoss
-from seqapp.losses import masked_accuracy
+from seqapp.losses import compile_sequence_model
 from seqapp.models import seq2seq
-from seqapp.schedules import WarmupInverseSqrt
 from seqapp.tasks.base import Run
 from seqapp.tasks.base import Task
 from seqapp.tasks.base import as_text
@@ -96,33 +94,15 @@ class Seq2SeqModelConfig(config.ModelConfig):
     attention: Literal["luong", "bahdanau"] = "luong"
 
 
-class TranslationTrainConfig(config.TrainConfig):
-    """`train` of a translation definition.
+class DecodeConfig(config.SearchConfig):
+    """How translations are decoded: the search (`config.SearchConfig`) and the output length.
 
     Attributes:
-        warmup_steps: > 0 ramps the learning rate up linearly over this many
-            steps to `learning_rate`, then decays it with the inverse square
-            root of the step (the Transformer schedule); 0 keeps it constant.
-        label_smoothing: probability mass spread over the vocabulary.
-    """
-
-    warmup_steps: int = pydantic.Field(0, ge=0)
-    label_smoothing: float = pydantic.Field(0.0, ge=0.0, lt=1.0)
-
-
-class DecodeConfig(config.Section):
-    """How translations are decoded (`seqapp.decoding`), in evaluation and in the export.
-
-    Attributes:
-        beam_size: 1 is greedy search.
-        length_penalty: GNMT's alpha; 0 ranks hypotheses by log-probability alone.
         max_output_ratio, max_output_extra: a translation has at most
             `ratio * source_tokens + extra` tokens (and never more than
             `pipeline.max_length`); one that reaches it returns what it has.
     """
 
-    beam_size: int = pydantic.Field(4, ge=1)
-    length_penalty: float = pydantic.Field(0.6, ge=0.0)
     max_output_ratio: float = pydantic.Field(1.5, ge=0.0)
     max_output_extra: int = pydantic.Field(10, ge=0)
 
@@ -134,7 +114,7 @@ class TranslationDefinition(config.Definition):
     data: TranslationData
     tokenizer: TranslationTokenizerConfig = TranslationTokenizerConfig()
     model: Seq2SeqModelConfig = Seq2SeqModelConfig()
-    train: TranslationTrainConfig = TranslationTrainConfig()
+    train: config.SequenceTrainConfig = config.SequenceTrainConfig()
     decode: DecodeConfig = DecodeConfig()
 
     def check(self, source):
@@ -234,10 +214,7 @@ class TranslationTask(Task):
                                      **inputter.definition.model.model_dump())
 
     def compile(self, model, definition):
-        cfg = definition.train
-        rate = WarmupInverseSqrt(cfg.learning_rate, cfg.warmup_steps) if cfg.warmup_steps else cfg.learning_rate
-        model.compile(optimizer=keras.optimizers.Adam(rate, beta_2=0.98, epsilon=1e-9, clipnorm=cfg.clipnorm),
-                      loss=MaskedSequenceLoss(cfg.label_smoothing), metrics=[masked_accuracy])
+        compile_sequence_model(model, definition.train)
 
     def load_run(self, work_dir, definition):
         work_dir = Path(work_dir)
@@ -249,11 +226,11 @@ class TranslationTask(Task):
         return TranslationRun(work_dir=work_dir, definition=definition, model=model, tokenizers=tokenizers,
                               translator=translator)
 
-    def evaluate(self, run, splits, *, beam_size=None, cached=True):
+    def evaluate(self, run, splits, *, inputter=None, beam_size=None, cached=True):
         """Perplexity (teacher-forced) and BLEU/chrF of each decoded split (sacreBLEU, cased,
         detokenized); `beam_size` overrides `decode.beam_size`, `cached` decodes with the
         incremental cache."""
-        inputter = self.inputter(run.definition, tokenizers=run.tokenizers)
+        inputter = inputter or self.run_inputter(run)
         results = {}
         for split, batches in self.split_datasets(inputter, splits):
             hypotheses = evaluation.translate_all(run.translator, inputter.texts(split, "source"),
@@ -263,8 +240,8 @@ class TranslationTask(Task):
                               "beam_size": beam_size or run.definition.decode.beam_size}
         return evaluation.merge_metrics(run.work_dir, results)
 
-    def evaluate_after_training(self, run):
-        return self.evaluate(run, ("validation", "test"), beam_size=1)
+    def evaluate_after_training(self, run, inputter):
+        return self.evaluate(run, ("validation", "test"), inputter=inputter, beam_size=1)
 
     def evaluate_files(self, run, files, *, beam_size=None):
         if set(files) - {"source", "reference", "output"} or not {"source", "reference"} <= set(files):
@@ -288,7 +265,9 @@ class TranslationTask(Task):
                          f"{metrics['sentences']} sentences)")
         return "\n".join(lines)
 
-    def explain(self, run, text, out, *, beam_size=None):
+    def explain(self, run, out, *, text=None, image=None, beam_size=None):
+        if text is None or image is not None:
+            raise SeqappError("a translation run explains a sentence: give it as TEXT (and no --image)")
         outputs = run.translator.translate(tf.constant([text]), beam_size=beam_size, with_attention=True)
         tokens = [t.decode() for t in outputs["tokens"][0].numpy() if t]
         source_tokens = [t.decode() for t in outputs["source_tokens"][0].numpy() if t]

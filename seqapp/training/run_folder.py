@@ -57,3 +57,8 @@ class RunFolder:
 
     def copy_in(self, source, name):
         shutil.copyfile(source, self.path / name)
+
+    def write_bytes(self, name, data):
+        path = self.path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
