@@ -283,3 +283,35 @@ def test_backbone_weights_need_a_backbone():
     with pytest.raises(ConfigError, match="set model.backbone"):
         config.validate({"task": "captioning", "data": {"dataset": "shapes_captions"},
                          "model": {"backbone_weights": "w.h5"}})
+
+
+def test_caption_metrics_check_what_a_caption_says():
+    from seqapp import evaluation
+
+    held = next(s for s in scenes.sample_scenes(4, 50, heldout="require") if len(s.objects) == 2)
+    plain = SCENES[0]
+    captions = [grammar.realizations(held)[0], grammar.realizations(plain)[0]]
+    references = [grammar.realizations(held), grammar.realizations(plain)]
+    perfect = evaluation.caption_metrics([c.upper() + "." for c in captions], references, [held, plain])
+    assert perfect["exact_match"] == 1.0 and perfect["slot_accuracy"] == 1.0
+    assert perfect["heldout_pair_recall"] == 1.0 and perfect["bleu4"] == pytest.approx(1.0)
+    # Right words in a wrong caption: swap the held-out pair's colour for another.
+    colour, shape = grammar.heldout_pairs(held)[0]
+    other = next(c for c in scenes.COLOURS if c != colour)
+    wrong = captions[0].replace(f"{colour} {shape}", f"{other} {shape}")
+    metrics = evaluation.caption_metrics([wrong, "a b c"], references, [held, plain])
+    assert metrics["exact_match"] == 0.0 and metrics["slot_accuracy"] == 0.0
+    assert metrics["heldout_pair_recall"] == 0.0 and 0 < metrics["bleu4"] < 1
+    assert "slot_accuracy" not in evaluation.caption_metrics(captions, references)
+
+
+def test_cider_d_by_hand():
+    from seqapp import evaluation
+
+    # Two images whose references share "a b": those n-grams weigh nothing (idf log(2/2) = 0).
+    # Image 1 equals its reference: cosine 1 at n = 1 ("c"), 2 ("b c") and 3 ("a b c"), no 4-grams:
+    # (1 + 1 + 1 + 0) / 4 * 10 = 7.5. Image 2 shares only what weighs nothing: 0. Mean 3.75.
+    hypotheses, references = ["a b c", "a b d"], [["a b c"], ["a b x"]]
+    score = evaluation.cider_d(hypotheses, references)
+    assert score == pytest.approx(3.75)
+    assert evaluation.cider_d(["a b c", "a b x"], references) > score

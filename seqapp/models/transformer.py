@@ -26,8 +26,62 @@ from seqapp.layers import TransformerDecoder
 from seqapp.layers import TransformerEncoder
 
 
+class TransformerDecoding:
+    """The Transformer decoder's side of a model: teacher forcing, the key/value cache and the
+    uncached baseline, written once for every model whose decoder is a Transformer's.
+
+    A model that mixes it in has `dim`, `target_embedding`, `positions` (a
+    `SinusoidalPositionEncoding`), `embedding_dropout`, `decoder_layers`
+    (`TransformerDecoder`s), `decoder_norm` (or None) and `output_projection`
+    (or None: logits from the tied `target_embedding`).
+    """
+
+    def _embed(self, embedding, ids, start_index=0, training=None):
+        x = embedding(ids) * math.sqrt(self.dim)
+        return self.embedding_dropout(self.positions(x, start_index=start_index), training=training)
+
+    def _logits(self, x):
+        if self.decoder_norm is not None:
+            x = self.decoder_norm(x)
+        if self.output_projection is None:
+            return ops.matmul(x, ops.transpose(self.target_embedding.embeddings))
+        return self.output_projection(x)
+
+    def _decode(self, target_ids, memory, memory_mask, training=None):
+        """Teacher-forced decoder: logits and the last layer's cross-attention weights."""
+        x = self._embed(self.target_embedding, target_ids, training=training)
+        for layer in self.decoder_layers:
+            x, weights, _ = layer(x, memory, memory_mask, training=training)
+        return self._logits(x), weights
+
+    def decoding_state(self, memory, memory_mask, cached=True):
+        """The state `decode_step` starts from (see the module docstring)."""
+        batch = ops.shape(memory)[0]
+        if not cached:
+            return {"memory": memory, "memory_mask": memory_mask, "prefix": ops.zeros((batch, 0), "int32")}
+        state = {"memory_mask": memory_mask}
+        for i, layer in enumerate(self.decoder_layers):
+            state.update({f"layer{i}_{key}": value for key, value in layer.initial_cache(memory).items()})
+        return state
+
+    def decode_step(self, ids, step, state):
+        """Logits of the next token after `ids` (the token at position `step`)."""
+        if "prefix" in state:
+            prefix = ops.concatenate([state["prefix"], ops.cast(ids, "int32")[:, None]], axis=1)
+            logits, _ = self._decode(prefix, state["memory"], state["memory_mask"])
+            return logits[:, -1], {**state, "prefix": prefix}
+        x = self._embed(self.target_embedding, ids[:, None], start_index=step)
+        new_state = {"memory_mask": state["memory_mask"]}
+        for i, layer in enumerate(self.decoder_layers):
+            keys = ("self_key", "self_value", "memory_key", "memory_value")
+            x, _, cache = layer(x, memory_mask=state["memory_mask"],
+                                cache={key: state[f"layer{i}_{key}"] for key in keys})
+            new_state.update({f"layer{i}_{key}": value for key, value in cache.items()})
+        return self._logits(x)[:, 0], new_state
+
+
 @keras.saving.register_keras_serializable(package="seqapp")
-class Transformer(keras.Model):
+class Transformer(TransformerDecoding, keras.Model):
     """Transformer encoder-decoder with sinusoidal positions.
 
     Args:
@@ -95,10 +149,6 @@ class Transformer(keras.Model):
             self.output_projection.build(sequence)
         self.built = True
 
-    def _embed(self, embedding, ids, start_index=0, training=None):
-        x = embedding(ids) * math.sqrt(self.dim)
-        return self.embedding_dropout(self.positions(x, start_index=start_index), training=training)
-
     def encode(self, source_ids, source_mask, training=None):
         """Encoder outputs `(batch, source_steps, dim)` and the source mask."""
         x = self._embed(self.source_embedding, source_ids, training=training)
@@ -107,20 +157,6 @@ class Transformer(keras.Model):
         if self.encoder_norm is not None:
             x = self.encoder_norm(x)
         return x, source_mask
-
-    def _logits(self, x):
-        if self.decoder_norm is not None:
-            x = self.decoder_norm(x)
-        if self.output_projection is None:
-            return ops.matmul(x, ops.transpose(self.target_embedding.embeddings))
-        return self.output_projection(x)
-
-    def _decode(self, target_ids, memory, memory_mask, training=None):
-        """Teacher-forced decoder: logits and the last layer's cross-attention weights."""
-        x = self._embed(self.target_embedding, target_ids, training=training)
-        for layer in self.decoder_layers:
-            x, weights, _ = layer(x, memory, memory_mask, training=training)
-        return self._logits(x), weights
 
     def call(self, features, training=None):
         memory, memory_mask = self.encode(features["encoder_token_ids"], features["encoder_padding_mask"],
@@ -133,31 +169,6 @@ class Transformer(keras.Model):
         memory, memory_mask = self.encode(features["encoder_token_ids"], features["encoder_padding_mask"])
         _, weights = self._decode(features["decoder_token_ids"], memory, memory_mask)
         return ops.mean(weights, axis=1)
-
-    def decoding_state(self, memory, memory_mask, cached=True):
-        """The state `decode_step` starts from (see the module docstring)."""
-        batch = ops.shape(memory)[0]
-        if not cached:
-            return {"memory": memory, "memory_mask": memory_mask, "prefix": ops.zeros((batch, 0), "int32")}
-        state = {"memory_mask": memory_mask}
-        for i, layer in enumerate(self.decoder_layers):
-            state.update({f"layer{i}_{key}": value for key, value in layer.initial_cache(memory).items()})
-        return state
-
-    def decode_step(self, ids, step, state):
-        """Logits of the next token after `ids` (the token at position `step`)."""
-        if "prefix" in state:
-            prefix = ops.concatenate([state["prefix"], ops.cast(ids, "int32")[:, None]], axis=1)
-            logits, _ = self._decode(prefix, state["memory"], state["memory_mask"])
-            return logits[:, -1], {**state, "prefix": prefix}
-        x = self._embed(self.target_embedding, ids[:, None], start_index=step)
-        new_state = {"memory_mask": state["memory_mask"]}
-        for i, layer in enumerate(self.decoder_layers):
-            keys = ("self_key", "self_value", "memory_key", "memory_value")
-            x, _, cache = layer(x, memory_mask=state["memory_mask"],
-                                cache={key: state[f"layer{i}_{key}"] for key in keys})
-            new_state.update({f"layer{i}_{key}": value for key, value in cache.items()})
-        return self._logits(x)[:, 0], new_state
 
     def get_config(self):
         return {**super().get_config(), "source_vocab_size": self.source_vocab_size,

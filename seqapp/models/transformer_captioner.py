@@ -2,11 +2,10 @@
 
 The image side is a `ConvImageEncoder` (optionally followed by Transformer
 encoder layers over the feature map); the text side *is* the decoder of the
-translation `seqapp.models.transformer.Transformer`: the same layers under
-the same attribute names, and that class' decoder methods (`_embed`,
-`_logits`, `_decode`, `decoding_state`, `decode_step`) serve this model
-unchanged, so teacher forcing, the key/value cache and the uncached
-baseline are written once for both tasks. Interface (images are float
+translation `seqapp.models.transformer.Transformer`: the same layers, and
+the same `TransformerDecoding` methods (`_embed`, `_logits`, `_decode`,
+`decoding_state`, `decode_step`), so teacher forcing, the key/value cache and
+the uncached baseline are written once for both tasks. Interface (images are float
 `(batch, size, size, 3)` in [0, 1]):
 
     call(features)                    -> logits (batch, target_steps, vocab)
@@ -23,11 +22,11 @@ from keras import ops
 from seqapp.layers import SinusoidalPositionEncoding
 from seqapp.layers import TransformerDecoder
 from seqapp.layers import TransformerEncoder
-from seqapp.models.transformer import Transformer
+from seqapp.models.transformer import TransformerDecoding
 
 
 @keras.saving.register_keras_serializable(package="seqapp")
-class TransformerCaptioner(keras.Model):
+class TransformerCaptioner(TransformerDecoding, keras.Model):
     """Image encoder, `num_encoder_layers` self-attention layers, `num_layers` Transformer decoders.
 
     Args:
@@ -53,14 +52,6 @@ class TransformerCaptioner(keras.Model):
     >>> logits = model({"image": images, "decoder_token_ids": ids, "decoder_padding_mask": ids != 0})
     >>> logits.shape   # (batch, target_steps, 20)
     """
-
-    # The translation Transformer's decoder, reused as it is (see the module docstring): they read
-    # dim, target_embedding, positions, embedding_dropout, decoder_layers, decoder_norm, output_projection.
-    _embed = Transformer._embed
-    _logits = Transformer._logits
-    _decode = Transformer._decode
-    decoding_state = Transformer.decoding_state
-    decode_step = Transformer.decode_step
 
     def __init__(self, vocab_size, encoder, image_size=64, num_layers=2, num_encoder_layers=0, num_heads=4,
                  ffn_dim=512, dropout=0.1, norm_first=True, **kwargs):

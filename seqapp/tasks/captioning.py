@@ -97,7 +97,7 @@ class CaptionerModelConfig(config.ModelConfig):
     num_heads: int = pydantic.Field(4, ge=1)
     ffn_dim: int = pydantic.Field(512, ge=1)
     dropout: float = pydantic.Field(0.1, ge=0.0, lt=1.0)
-    encoder_filters: int = pydantic.Field(32, ge=1)
+    encoder_filters: int = pydantic.Field(16, ge=1)
     encoder_blocks: int = pydantic.Field(3, ge=1)
     encoder_norm: Literal["batch", "layer"] = "batch"
     backbone: Optional[str] = None
@@ -361,16 +361,16 @@ class CaptioningTask(Task):
         return {"task": self.name, "data": {"dataset": dataset}, "tokenizer": {"vocab_size": 1000}}
 
     def demo_definition(self, small=False):
-        # 6,000 generated scenes and a small Transformer: a few minutes on a laptop CPU
-        # (`pipelines/captioning_transformer.yaml` is the full-size setup).
+        # 4,000 generated scenes and a small Transformer: two minutes on a laptop CPU, so expect rough
+        # captions (`pipelines/captioning_transformer.yaml` is the full-size setup).
         definition = {
             "task": self.name,
-            "data": {"dataset": "shapes_captions", "max_train_examples": 6000, "captions_per_image": 2},
+            "data": {"dataset": "shapes_captions", "max_train_examples": 4000, "captions_per_image": 1},
             "tokenizer": {"vocab_size": 1000},
-            "pipeline": {"max_length": 32, "tokens_per_batch": 2048},
+            "pipeline": {"max_length": 32, "tokens_per_batch": 1024, "max_batch_size": 64},
             "model": {"family": "transformer", "embedding_dim": 64, "num_layers": 2, "num_heads": 4,
                       "ffn_dim": 128, "encoder_filters": 16},
-            "train": {"epochs": 4, "learning_rate": 0.002, "warmup_steps": 200, "label_smoothing": 0.1},
+            "train": {"epochs": 5, "learning_rate": 0.002, "warmup_steps": 100, "label_smoothing": 0.1},
             "decode": {"beam_size": 1},
         }
         if small:
