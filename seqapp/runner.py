@@ -70,12 +70,13 @@ def train(definition, work_dir, *, fold=None, verbose="auto"):
 
     validation = dict(task.split_datasets(inputter, ("validation",))).get("validation")
     resuming = (folder / "backup").exists()  # BackupAndRestore left state: a killed run
-    monitor = f"val_{task.monitor}" if validation is not None else task.monitor
+    monitor, mode = task.monitored(validation is not None)
     cfg = definition.train
     callbacks = [
         keras.callbacks.BackupAndRestore(str(folder / "backup")),
-        keras.callbacks.ModelCheckpoint(str(folder / "best.keras"), monitor=monitor, save_best_only=True),
-        keras.callbacks.EarlyStopping(monitor=monitor, patience=cfg.early_stopping_patience,
+        *(task.callbacks(inputter) if validation is not None else []),
+        keras.callbacks.ModelCheckpoint(str(folder / "best.keras"), monitor=monitor, mode=mode, save_best_only=True),
+        keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.early_stopping_patience,
                                       restore_best_weights=True),
         keras.callbacks.TensorBoard(str(folder / "logs")),
         keras.callbacks.CSVLogger(str(folder / "history.csv"), append=resuming),

@@ -96,6 +96,9 @@ def test_evaluation_reports_caption_metrics_and_eval_reads_user_files(overfitted
     metrics = json.loads((work_dir / "metrics.json").read_text())["validation"]
     assert metrics["exact_match"] >= 0.9 and metrics["bleu4"] >= 0.9 and metrics["images"] == len(SCENES)
     assert "slot_accuracy" not in metrics  # the user's captions come without scenes
+    # Checkpointing watched the exact match of decoded validation captions, logged every epoch.
+    history = (work_dir / "history.csv").read_text().splitlines()
+    assert "val_exact_match" in history[0].split(",") and len(history) > 2
     folder, captions = image_folder
     assert cli_main(["eval", "--work-dir", str(work_dir), "--data", str(captions), "--images",
                      str(folder / "images")]) == 0

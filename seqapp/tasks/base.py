@@ -49,7 +49,7 @@ class Task:
         inputter_class: its `seqapp.inputters.Inputter` subclass.
         export_name: the served model's default name (`seqapp export`, the demo).
         monitor: the Keras metric that checkpointing and early stopping watch
-            (on the validation split when there is one).
+            (on the validation split when there is one; see `monitored`).
         warmup_field: the raw-example field whose validation texts become the
             export's warmup requests.
         summary_metrics: metrics that cross-validation averages over folds.
@@ -106,6 +106,16 @@ class Task:
     def compile(self, model, definition):
         """Compiles with the task's loss, metrics and optimizer."""
         raise NotImplementedError
+
+    def monitored(self, has_validation):
+        """`(log key, mode)` that checkpointing and early stopping watch: `val_<monitor>` with a
+        validation split, else the training split's `monitor`; mode as Keras' ("auto", "min", "max")."""
+        return (f"val_{self.monitor}" if has_validation else self.monitor), "auto"
+
+    def callbacks(self, inputter):
+        """Keras callbacks that run before checkpointing and early stopping (one may add the
+        metric they watch to the epoch's logs, see `seqapp.training.decoded_metric`)."""
+        return []
 
     def fit_options(self, inputter):
         """Extra keyword arguments of `Model.fit` (class weights, ...)."""

@@ -6,9 +6,10 @@ can check what a caption says) or the user's image folder with a captions file
 per split (TSV or COCO-style JSON) or one Karpathy-split JSON. Models:
 `seqapp.models.captioner` (a CNN image encoder, and an LSTM with soft attention
 or a Transformer decoder), trained with teacher forcing, a masked,
-label-smoothed loss; watched on validation loss. Evaluation captions whole
-splits (`seqapp.captioner`, the graph the export serves) for BLEU-4, CIDEr-D,
-exact match and, on `shapes_captions`, slot accuracy and held-out-pair recall.
+label-smoothed loss; checkpointed and stopped on the exact match of greedily
+decoded validation captions. Evaluation captions whole splits
+(`seqapp.captioner`, the graph the export serves) for BLEU-4, CIDEr-D, exact
+match and, on `shapes_captions`, slot accuracy and held-out-pair recall.
 The export answers `image_bytes` -> `caption`, `score`, and `caption_explain`
 adds the tokens and the attention over the image.
 """
@@ -43,10 +44,13 @@ from seqapp.models import captioner as captioners
 from seqapp.tasks.base import Run
 from seqapp.tasks.base import Task
 from seqapp.tasks.base import as_text
+from seqapp.training.decoded_metric import DecodedMetric
 
 # A run keeps a few of its validation images, encoded as a client would send them, for warmup.
 _WARMUP_IMAGES = 4
 _EVAL_BATCH = 64
+# Validation images captioned after every epoch for checkpointing and early stopping.
+_MONITORED_IMAGES = 500
 
 
 # ---------------------------------------------------------------- definition
@@ -232,7 +236,7 @@ class CaptioningTask(Task):
     inputter_class = CaptioningInputter
     definition_class = CaptioningDefinition
     export_name = "captioning"
-    monitor = "loss"
+    monitor = "exact_match"
 
     def write_run_files(self, inputter, folder):
         folder.copy_in(inputter.tokenizers["caption"].vocab_path, "caption_vocab.txt")
@@ -247,6 +251,24 @@ class CaptioningTask(Task):
         for index, picture in enumerate(pictures):
             kind = "jpeg" if index == len(pictures) - 1 and index else "png"
             folder.write_bytes(f"warmup/{index}.{kind}", _encode(picture, kind))
+
+    def monitored(self, has_validation):
+        # Greedy captions of validation images, which the loss hardly predicts: it also counts which of
+        # several equally right paraphrases the model expects. Without a validation split, the loss.
+        return ("val_exact_match", "max") if has_validation else ("loss", "min")
+
+    def callbacks(self, inputter):
+        definition = inputter.definition
+        examples = inputter.examples("validation").take(_MONITORED_IMAGES).cache()
+        tokenizer = inputter.tokenizers["caption"]
+
+        def exact_match(model):
+            captioner = Captioner(model, tokenizer, max_length=definition.pipeline.max_length,
+                                  decode=definition.decode, image_size=definition.model.image_size)
+            hypotheses, references, _ = caption_all(captioner, examples, beam_size=1)
+            return evaluation.caption_metrics(hypotheses, references)["exact_match"]
+
+        return [DecodedMetric("exact_match", exact_match)]
 
     def build_model(self, inputter, hp=None):
         cfg = inputter.definition.model.model_dump()
