@@ -24,6 +24,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 from PIL import Image
 
@@ -80,6 +81,12 @@ def quality(serve, run):
         metrics = evaluation.caption_metrics(hypotheses, references, scenes)
         figures[split] = {key: metrics[key] for key in ("bleu4", "cider_d", "exact_match", "slot_accuracy",
                                                         "heldout_pair_recall", "images")}
+        # Where the errors are: exact match of the scenes of one, two and three objects.
+        figures[split]["exact_match_by_objects"] = {
+            str(count): float(np.mean([evaluation.normalize_caption(h) in map(evaluation.normalize_caption, r)
+                                       for h, r, s in zip(hypotheses, references, scenes)
+                                       if len(s.objects) == count]))
+            for count in sorted({len(s.objects) for s in scenes})}
         figures[split]["examples"] = [{"caption": h, "references": r[:2]} for h, r in
                                       list(zip(hypotheses, references))[:5]]
         print(split, json.dumps({k: v for k, v in figures[split].items() if k != "examples"}), flush=True)
