@@ -128,7 +128,9 @@ def cider_d(hypotheses, references, *, sigma=6.0, max_n=4):
                 for n in range(1, max_n + 1)], len(words)
 
     refs = [[grams(r) for r in rs] for rs in references]
-    document_frequency = collections.Counter(g for rs in refs for g in {g for counts, _ in rs for c in counts for g in c})
+    # An n-gram's document frequency: the number of images whose references hold it.
+    document_frequency = collections.Counter(
+        g for rs in refs for g in {g for counts, _ in rs for c in counts for g in c})
     log_images = math.log(max(len(refs), 1))
 
     def vector(counts):

@@ -12,5 +12,16 @@ from seqapp.layers.tcn import TCN
 from seqapp.layers.transformer_decoder import TransformerDecoder
 from seqapp.layers.transformer_encoder import TransformerEncoder
 
-__all__ = ["AttentionPooling", "CachedMultiHeadAttention", "ConvImageEncoder", "MaskedPooling", "PortableGRU", "PortableLSTM", "SinusoidalPositionEncoding", "SoftAttentionLSTM", "TCN",
-           "TransformerDecoder", "TransformerEncoder"]
+__all__ = [
+    "AttentionPooling",
+    "CachedMultiHeadAttention",
+    "ConvImageEncoder",
+    "MaskedPooling",
+    "PortableGRU",
+    "PortableLSTM",
+    "SinusoidalPositionEncoding",
+    "SoftAttentionLSTM",
+    "TCN",
+    "TransformerDecoder",
+    "TransformerEncoder",
+]

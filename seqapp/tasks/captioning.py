@@ -212,8 +212,8 @@ def _user_images(definition, split, size):
     captions = {}
     for row in _user_rows(definition, split):
         captions.setdefault(row["image_path"], []).append(row["caption"])
-    paths = list(captions)
-    examples = tf.data.Dataset.from_tensor_slices({"path": paths, "captions": tf.ragged.constant(list(captions.values()))})
+    examples = tf.data.Dataset.from_tensor_slices({"path": list(captions),
+                                                   "captions": tf.ragged.constant(list(captions.values()))})
 
     def load(ex):
         image = tf.cast(tf.round(images.load_image(ex["path"], size) * 255.0), tf.uint8)
