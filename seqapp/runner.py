@@ -31,8 +31,6 @@ from seqapp import exporters
 from seqapp import plots
 from seqapp import tasks
 from seqapp.errors import ConfigError
-from seqapp.training.precise_batch_norm import PreciseBatchNorm
-from seqapp.training.precise_batch_norm import batch_norm_layers
 from seqapp.training.run_folder import RunFolder
 
 
@@ -74,11 +72,8 @@ def train(definition, work_dir, *, fold=None, verbose="auto"):
     resuming = (folder / "backup").exists()  # BackupAndRestore left state: a killed run
     monitor, mode = task.monitored(validation is not None)
     cfg = definition.train
-    batches = inputter.dataset("train", training=True)
     callbacks = [
         keras.callbacks.BackupAndRestore(str(folder / "backup")),
-        # Before validation and every epoch-end callback: they all see the re-estimated statistics.
-        *([PreciseBatchNorm(batches)] if batch_norm_layers(model) else []),
         *(task.callbacks(inputter) if validation is not None else []),
         keras.callbacks.ModelCheckpoint(str(folder / "best.keras"), monitor=monitor, mode=mode, save_best_only=True),
         keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.early_stopping_patience,
@@ -86,6 +81,7 @@ def train(definition, work_dir, *, fold=None, verbose="auto"):
         keras.callbacks.TensorBoard(str(folder / "logs")),
         keras.callbacks.CSVLogger(str(folder / "history.csv"), append=resuming),
     ]
+    batches = inputter.dataset("train", training=True)
     started = time.perf_counter()
     history = model.fit(
         batches,

@@ -90,9 +90,9 @@ class ConvImageEncoder(keras.layers.Layer):
 
     def _make_norm(self, name):
         if self.norm == "batch":
-            # Moving statistics that keep up with a CNN trained from scratch at a high learning rate (Keras'
-            # 0.99 lags far behind). Even so they can describe weights a few steps old, so the runner
-            # re-estimates them at every epoch's end (seqapp.training.precise_batch_norm).
+            # Moving statistics that keep up with a CNN trained from scratch at a high learning rate: with
+            # Keras' 0.99 they lagged so far behind that greedy exact match on shapes captions swung
+            # between 0.08 and 0.9 from one epoch to the next (with batch statistics it did not).
             return keras.layers.BatchNormalization(momentum=0.9, name=name)
         return keras.layers.LayerNormalization(epsilon=1e-6, name=name)
 

@@ -1,2 +1,1 @@
-"""What every task's training shares: starting from pretrained weights, batch norm statistics
-re-estimated after each epoch, and the run folder."""
+"""What every task's training shares: starting from pretrained weights, and the run folder."""
