@@ -271,6 +271,7 @@ class BatchScheduler:
                                                            thread_name_prefix=f"seqapp-batch-{model_name}-{version}")
         self._idle = options.num_batch_threads  # worker threads free to take a batch
         self._timer = None  # wakes the loop when the oldest open batch times out
+        self._timer_at = None  # when it fires (time.monotonic(); uvloop's timer handles do not say)
         self._queues = {}
         self._turn = 0
         self._closed = False
@@ -473,11 +474,12 @@ class BatchScheduler:
         wait = self._wait_time(now) if self._idle > 0 else None
         # A timer that fires no later than needed is kept: requests joining an open batch leave its
         # deadline as it was, and re-arming for each of them would cost a timer per request.
-        if self._timer is not None and (wait is None or self._timer.when() > self._loop.time() + wait):
+        if self._timer is not None and (wait is None or self._timer_at > now + wait):
             self._timer.cancel()
             self._timer = None
         if wait is not None and self._timer is None:
             self._timer = self._loop.call_later(wait, self._fire)
+            self._timer_at = now + wait
         if self._closed and not self._queues and self._idle == self.options.num_batch_threads \
                 and not self._drained.is_set():
             self._pool.shutdown(wait=False)
