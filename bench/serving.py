@@ -589,6 +589,8 @@ def soak(base, version1, work, files, args):
         after = get(server, METRICS_PATH)[1]
         final = json.loads(get(server, f"/v1/models/{MODEL}")[1])
         server_cpu = server.cpu_seconds() - server_cpu
+        # Before the server stops: once reaped, its own CPU time joins the children's.
+        client_cpu = children_cpu() - client_cpu
     finally:
         server.stop(timeout=30)
     rest, grpc_ = wrk_figures(outputs[0]), h2load_figures(outputs[1], log_path, args.soak_seconds)
@@ -609,7 +611,7 @@ def soak(base, version1, work, files, args):
         "rss_mb_max": max(rss for _, rss in samples),
         "rss_growth": round(samples[-1][1] / baseline - 1, 4),
         "rss_mb_samples_every_10": samples[::10],
-        "server_cpu_s": round(server_cpu, 2), "client_cpu_s": round(children_cpu() - client_cpu, 2),
+        "server_cpu_s": round(server_cpu, 2), "client_cpu_s": round(client_cpu, 2),
         "final_status": [(v["version"], v["state"]) for v in final.get("model_version_status", [])],
     }
 

@@ -361,8 +361,47 @@ async def _send(send, status, data, content_type, close=False):
     await send({"type": "http.response.body", "body": data})
 
 
+class _CorkedTransport:
+    """A transport that sends the writes of one event-loop step as one.
+
+    uvicorn writes a response's head and body separately; sent as they come, each answer costs two
+    send calls and two TCP segments. Writes are joined and sent once the step ends; `close` sends
+    what is pending first. Everything else goes to the real transport.
+
+    Args:
+        transport: the connection's `asyncio.Transport`.
+        loop: the event loop it belongs to.
+    """
+
+    def __init__(self, transport, loop):
+        self._transport = transport
+        self._loop = loop
+        self._pending = []
+
+    def write(self, data):
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(data)
+
+    def _flush(self):
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        self._pending = []
+        if not self._transport.is_closing():
+            self._transport.write(data)
+
+    def close(self):
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name):
+        return getattr(self._transport, name)
+
+
 class _Protocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with JSON for malformed requests and a read timeout for headers.
+    """uvicorn's httptools protocol with JSON for malformed requests, a read timeout for headers, and
+    each answer sent in one write (`_CorkedTransport`).
 
     uvicorn answers a request it cannot parse in plain text, and waits forever for headers that
     trickle in; TF Serving's clients expect `{"error": ...}` and a server must not be held open.
@@ -371,7 +410,7 @@ class _Protocol(HttpToolsProtocol):
     _header_timer = None
 
     def connection_made(self, transport):
-        super().connection_made(transport)
+        super().connection_made(_CorkedTransport(transport, self.loop))
         self._arm_header_timer()  # a connection that never sends a request
 
     def connection_lost(self, exc):
