@@ -352,7 +352,11 @@ def wrk_command(server, files, concurrency, seconds):
 
 
 def h2load_command(server, files, concurrency, seconds, warmup, log_path):
-    """h2load: `concurrency` HTTP/2 connections with one stream each, one thread, `warmup` + `seconds`."""
+    """h2load: `concurrency` HTTP/2 connections with one stream each, one thread, `warmup` + `seconds`.
+
+    `log_path` is removed first: h2load appends to its log, and a cell must read its own requests only.
+    """
+    Path(log_path).unlink(missing_ok=True)
     return [tool("h2load"), "-c", str(concurrency), "-m", "1", "-t", "1", "-D", str(int(seconds)),
             *([f"--warm-up-time={int(warmup)}"] if warmup else []), "-d", str(files.frame),
             "-H", "content-type: application/grpc", "-H", "te: trailers", f"--log-file={log_path}",
