@@ -301,9 +301,11 @@ def build_parser():
                        help="MonitoringConfig text proto (default: Prometheus metrics on the REST port at "
                             "/monitoring/prometheus/metrics, as serving/monitoring.config)")
     serve.add_argument("--rest_api_num_threads", type=int, default=64,
-                       help="threads running REST requests (default: 64)")
+                       help="threads for the REST calls that block: status, metadata, classify, regress, predict "
+                            "without batching (default: 64)")
     serve.add_argument("--grpc_max_threads", type=int, default=64,
-                       help="threads running gRPC requests (default: 64)")
+                       help="threads for the gRPC calls that block: all but Predict, and Predict without batching "
+                            "(default: 64)")
     serve.set_defaults(func=_serve)
 
     predict = commands.add_parser("predict", help="send a Predict request to a TF Serving compatible server")

@@ -8,8 +8,8 @@
   histogram), padded sizes are allowed sizes, request counters count, metrics only at the path
   `--monitoring_config_file` names; SOURCE.md's monitoring row (monitoring_config.txt → `# TYPE` at
   /monitoring/prometheus/metrics) in-process.
-- A full queue (max_enqueued_batches=1, one batch thread held inside a gated model): 429 over REST,
-  RESOURCE_EXHAUSTED over gRPC; an oversize request: TF Serving's INVALID_ARGUMENT.
+- A full queue (max_enqueued_batches=1, one batch thread held inside a gated model): 503 over REST,
+  UNAVAILABLE over gRPC (TF Serving's shared batch scheduler); an oversize request: TF Serving's INVALID_ARGUMENT.
 - Bad batching/monitoring configs stop the start with an error naming the file.
 """
 
@@ -547,7 +547,7 @@ def gated_server(testdata, tmp_path, monkeypatch):
     model_server.stop()
 
 
-def test_full_queue_is_429_over_rest_and_resource_exhausted_over_grpc(gated_server):
+def test_full_queue_is_503_over_rest_and_unavailable_over_grpc(gated_server):
     model_server, gate = gated_server
     url = f"{model_server.url}/v1/models/gate:predict"
     prediction, _, channel = stubs(model_server.target)
@@ -565,11 +565,11 @@ def test_full_queue_is_429_over_rest_and_resource_exhausted_over_grpc(gated_serv
             time.sleep(0.01)
 
         status, answer = post(url, {"instances": [3.0]})
-        assert status == 429
+        assert status == 503
         assert answer["error"] == "The batch scheduling queue to which this task was submitted is full"
         with pytest.raises(grpc.RpcError) as error:
             prediction.Predict(predict_request("gate", x=3.0), RPC_TIMEOUT)
-        assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert error.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "queue to which this task was submitted is full" in error.value.details()
 
         gate.gate.set()
@@ -590,8 +590,8 @@ def test_full_queue_is_429_over_rest_and_resource_exhausted_over_grpc(gated_serv
 
     text = scrape(model_server.url)  # no --monitoring_config_file: metrics at the default path
     count = ":tensorflow:serving:request_count"
-    assert metric_sum(text, count, model_name="gate", entrypoint="REST", status="RESOURCE_EXHAUSTED") == 1
-    assert metric_sum(text, count, model_name="gate", entrypoint="GRPC", status="RESOURCE_EXHAUSTED") == 1
+    assert metric_sum(text, count, model_name="gate", entrypoint="REST", status="UNAVAILABLE") == 1
+    assert metric_sum(text, count, model_name="gate", entrypoint="GRPC", status="UNAVAILABLE") == 1
     assert metric_sum(text, count, model_name="gate", status="OK") == 2
     assert metric_sum(text, count, model_name="gate", status="INVALID_ARGUMENT") == 2
 

@@ -9,6 +9,8 @@ concern each:
 - `servable`: one loaded version (TF1 session path, TF2 function path), `run`.
 - `inference`: Predict/Classify/Regress/MultiInference/metadata semantics on a servable.
 - `manager`: config, version policy, polling, labels, status.
+- `batching`: server-side batching (TF Serving's BatchingParameters) on the event loop.
+- `event_loop`: the one asyncio loop the front ends and the batch schedulers share.
 - `rest`, `grpc_service`: the two front ends; `server`: wires them; `client`: both clients.
 
 Importing this package is cheap; TensorFlow loads with the modules that need it.

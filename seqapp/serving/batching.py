@@ -5,18 +5,20 @@ Configured like TF Serving (`--enable_batching --batching_parameters_file`, a
 SharedBatchScheduler (tensorflow_serving/batching/batching_session.cc,
 tensorflow/core/kernels/batching_util/shared_batch_scheduler.h):
 
-- One `BatchScheduler` per loaded servable version, with `num_batch_threads`
-  worker threads. Requests are queued per (signature, output filter, input
-  layout); a model call only ever sees rows of one version and one signature.
-  (TF Serving shares one thread pool among all versions; here every version
-  has its own `num_batch_threads`, so while a hot swap holds two versions there
-  are twice as many batch threads.)
+- One `BatchScheduler` per loaded servable version, on the serving event loop
+  (`event_loop`): requests join its queues as futures, and each batch runs in
+  one of its `num_batch_threads` worker threads; the rows of the result resolve
+  the futures back on the loop. Requests are queued per (signature, output
+  filter, input layout); a model call only ever sees rows of one version and one
+  signature. (TF Serving shares one thread pool among all versions; here every
+  version has its own `num_batch_threads`, so while a hot swap holds two
+  versions there are twice as many batch threads.)
 - Each queue holds at most `max_enqueued_batches` batches (the open one
-  included). A request that fits the open batch joins it; one that does not
-  starts a new batch, or, when the queue is full, fails at once with
-  RESOURCE_EXHAUSTED (HTTP 429) and TF Serving's message "The batch scheduling
-  queue to which this task was submitted is full". TF Serving itself answers
-  UNAVAILABLE (503) there; `QUEUE_FULL_CODE` is the one place to change that.
+  included); a batch leaves the queue when a worker thread takes it. A request
+  that fits the open batch joins it; one that does not starts a new batch, or,
+  when the queue is full, fails at once as TF Serving's shared batch scheduler
+  fails it: UNAVAILABLE (HTTP 503), "The batch scheduling queue to which this
+  task was submitted is full".
 - A batch is run when it is full (`max_batch_size` rows, or
   `max_execution_batch_size` with splitting), when its first request has waited
   `batch_timeout_micros`, or at once when that is 0, by the first free worker
@@ -52,9 +54,12 @@ tensorflow/core/kernels/batching_util/shared_batch_scheduler.h):
   run again alone, so one bad request does not fail the others.
 - `close()` (the version is unloaded): queued requests still run, later ones
   run unbatched, and the worker threads end when the queues are empty.
+- `submit` is the coroutine the front ends await on the loop; `run` is the same
+  for code on any other thread (warmup, in-process callers), which waits for it.
 """
 
 import collections
+import concurrent.futures
 import dataclasses
 import logging
 import os
@@ -64,6 +69,7 @@ import time
 import grpc
 import numpy as np
 
+from seqapp.serving import event_loop
 from seqapp.serving.errors import ServingError
 from seqapp.serving.errors import from_exception
 from seqapp.serving.errors import invalid_argument
@@ -82,7 +88,8 @@ pad_variable_length_inputs: true
 
 # TF Serving's server.cc names its pool so when the parameters name none.
 DEFAULT_THREAD_POOL_NAME = "model_server_batch_threads"
-QUEUE_FULL_CODE = grpc.StatusCode.RESOURCE_EXHAUSTED
+# TF Serving's shared_batch_scheduler.h: errors::Unavailable.
+QUEUE_FULL_CODE = grpc.StatusCode.UNAVAILABLE
 QUEUE_FULL_MESSAGE = "The batch scheduling queue to which this task was submitted is full"
 # Errors a single bad request can cause: a failed merged batch is retried request by request.
 _RETRY_ALONE = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
@@ -174,27 +181,28 @@ def default_options():
 # ---------------------------------------------------------------- queue items
 
 class _Request:
-    """One `run()` call: one or more pieces (several only with large batch splitting)."""
+    """One `submit()`: a future on the loop and its pieces (several only with large batch splitting)."""
 
-    __slots__ = ("event", "results", "error", "left", "lock", "enqueued")
+    __slots__ = ("future", "results", "left", "enqueued")
 
-    def __init__(self, pieces):
-        self.event = threading.Event()
+    def __init__(self, future, pieces):
+        self.future = future
         self.results = [None] * pieces
-        self.error = None
         self.left = pieces
-        self.lock = threading.Lock()
         self.enqueued = time.monotonic()
 
     def finish(self, index, outputs=None, error=None):
-        with self.lock:
-            if error is not None and self.error is None:
-                self.error = error
-            self.results[index] = outputs
-            self.left -= 1
-            done = self.left == 0
-        if done:
-            self.event.set()
+        """Records one piece's outputs or error (on the loop); the first error fails the request."""
+        if self.future.done():  # failed by another piece, or cancelled (the caller gave up)
+            return
+        if error is not None:
+            # A fresh exception per request: one failure may answer every request of a batch.
+            self.future.set_exception(ServingError(error.code, error.message))
+            return
+        self.results[index] = outputs
+        self.left -= 1
+        if self.left == 0:
+            self.future.set_result(self.results)
 
 
 class _Task:
@@ -237,7 +245,10 @@ class _Queue:
 # ---------------------------------------------------------------- scheduler
 
 class BatchScheduler:
-    """Merges concurrent calls of one servable version.
+    """Merges concurrent calls of one servable version, on the serving event loop.
+
+    The queues are touched only on the loop, so they need no lock; the model
+    calls run in `num_batch_threads` worker threads of the scheduler's own pool.
 
     Args:
         run_fn: `(signature_name, signature, {input: array}, [outputs]) -> {output: array}`,
@@ -255,60 +266,88 @@ class BatchScheduler:
         self._metrics = metrics
         self._limit = options.execution_batch_size
         self._timeout = options.batch_timeout_micros / 1e6
-        self._cond = threading.Condition(threading.Lock())
+        self._loop = event_loop.get()
+        self._pool = concurrent.futures.ThreadPoolExecutor(options.num_batch_threads,
+                                                           thread_name_prefix=f"seqapp-batch-{model_name}-{version}")
+        self._idle = options.num_batch_threads  # worker threads free to take a batch
+        self._timer = None  # wakes the loop when the oldest open batch times out
+        self._timer_at = None  # when it fires (time.monotonic(); uvloop's timer handles do not say)
         self._queues = {}
         self._turn = 0
         self._closed = False
+        self._drained = threading.Event()
         self._dims = {}  # (signature name, input) -> declared shape or None
-        self._threads = [threading.Thread(target=self._work, daemon=True,
-                                          name=f"seqapp-batch-{model_name}-{version}-{i}")
-                         for i in range(options.num_batch_threads)]
-        for thread in self._threads:
-            thread.start()
 
     # ------------------------------------------------------------ callers
 
-    def run(self, signature_name, signature, inputs, outputs):
-        """The outputs of `inputs` (validated arrays), computed within a merged batch.
+    async def submit(self, signature_name, signature, inputs, outputs):
+        """The outputs of `inputs` (validated arrays), computed within a merged batch; awaited on the loop.
 
         Raises:
             ServingError: INVALID_ARGUMENT for a request over `max_batch_size`,
-                QUEUE_FULL_CODE for a full queue, or the model call's error.
+                UNAVAILABLE for a full queue, or the model call's error.
+        """
+        if self._admit(signature_name, inputs) is None:
+            return await self._loop.run_in_executor(None, self._run_fn, signature_name, signature, inputs, outputs)
+        return await self._join(signature_name, signature, inputs, outputs)
+
+    def run(self, signature_name, signature, inputs, outputs):
+        """`submit` for a caller on any thread but the loop's: waits for the outputs.
+
+        Raises:
+            ServingError: as `submit`.
+        """
+        if self._admit(signature_name, inputs) is None:
+            return self._run_fn(signature_name, signature, inputs, outputs)
+        return event_loop.call(self._join(signature_name, signature, inputs, outputs))
+
+    def num_enqueued_tasks(self):
+        """Requests (pieces) waiting in the queues, not yet taken by a worker (from any thread)."""
+        # list() copies a dict's values or a deque in one step under the GIL, so this may read the
+        # loop's queues from another thread without tripping over a change.
+        return sum(len(b.tasks) for q in list(self._queues.values()) for b in list(q.batches))
+
+    def close(self):
+        """Stops taking requests (from any thread); queued ones still run, then the worker threads end."""
+        self._closed = True
+        self._loop.call_soon_threadsafe(self._pump)
+
+    def join(self, timeout=None):
+        """Waits until `close()` has drained the queues and the worker threads are done.
+
+        Args:
+            timeout: seconds to wait at most; None for no limit.
+        """
+        self._drained.wait(timeout)
+
+    # ------------------------------------------------------------ queueing
+
+    def _admit(self, signature_name, inputs):
+        """The request's rows, or None when it runs unbatched (no batch dimension, or closed).
+
+        Raises:
+            ServingError: INVALID_ARGUMENT for more rows than `max_batch_size` (TF Serving's words).
         """
         size = _batch_size(inputs)
         if size is None or self._closed:
-            return self._run_fn(signature_name, signature, inputs, outputs)
+            return None
         if size > self.options.max_batch_size:
             raise invalid_argument(f"Task size {size} is larger than maximum input batch size "
                                    f"{self.options.max_batch_size}")
         if self._metrics is not None:
             self._metrics.record_input_batch_size(self.model_name, signature_name, size)
-        request = self._schedule(signature_name, signature, inputs, outputs, size)
-        if request is None:  # closed meanwhile
-            return self._run_fn(signature_name, signature, inputs, outputs)
-        request.event.wait()
-        if request.error is not None:
-            raise ServingError(request.error.code, request.error.message)
-        if len(request.results) == 1:
-            return request.results[0]
-        return {name: np.concatenate([part[name] for part in request.results], axis=0) for name in outputs}
+        return size
 
-    def num_enqueued_tasks(self):
-        """Requests (pieces) waiting in the queues, not yet taken by a worker."""
-        with self._cond:
-            return sum(len(b.tasks) for q in self._queues.values() for b in q.batches)
-
-    def close(self):
-        """Stops taking requests; queued ones still run, then the threads end."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    def join(self, timeout=None):
-        for thread in self._threads:
-            thread.join(timeout)
-
-    # ------------------------------------------------------------ queueing
+    async def _join(self, signature_name, signature, inputs, outputs):
+        """Queues the request (on the loop) and waits for its rows."""
+        request = self._schedule(signature_name, signature, inputs, outputs, _batch_size(inputs))
+        if request is None:  # closed since `_admit`
+            return await self._loop.run_in_executor(None, self._run_fn, signature_name, signature, inputs, outputs)
+        self._pump()
+        results = await request.future
+        if len(results) == 1:
+            return results[0]
+        return {name: np.concatenate([part[name] for part in results], axis=0) for name in outputs}
 
     def _declared_shape(self, signature_name, signature, name):
         key = (signature_name, name)
@@ -337,53 +376,62 @@ class BatchScheduler:
         return (signature_name, tuple(outputs), tuple(layout)), paddable
 
     def _schedule(self, signature_name, signature, inputs, outputs, size):
+        """Puts the request's pieces into its queue; None when the scheduler is closed.
+
+        Raises:
+            ServingError: QUEUE_FULL_CODE when the queue has no room for it.
+        """
+        if self._closed:
+            return None
         key, paddable = self._key(signature_name, signature, inputs, outputs)
         options, limit = self.options, self._limit
-        with self._cond:
-            if self._closed:
-                return None
-            queue = self._queues.get(key)
-            if queue is None:
-                queue = self._queues[key] = _Queue(key, signature_name, signature, list(outputs), paddable)
-            batches = queue.batches
-            open_batch = batches[-1]
-            if options.enable_large_batch_splitting:
-                capacity = (options.max_enqueued_batches - len(batches)) * limit + (limit - open_batch.size)
-                if size > capacity:
-                    raise ServingError(QUEUE_FULL_CODE, f"{QUEUE_FULL_MESSAGE}; task size is {size} but scheduling "
-                                                        f"capacity is only {capacity} (num_enqueued_batches="
-                                                        f"{len(batches)}, max_enqueued_batches="
-                                                        f"{options.max_enqueued_batches}, open_batch_size="
-                                                        f"{open_batch.size}, max_execution_batch_size={limit})")
-                pieces = []
-                start, room = 0, limit - open_batch.size
-                while start < size:
-                    if room == 0:
-                        room = limit
-                    stop = min(size, start + room)
-                    pieces.append((start, stop))
-                    room -= stop - start
-                    start = stop
-            else:
-                if open_batch.size + size > limit and len(batches) >= options.max_enqueued_batches:
-                    raise ServingError(QUEUE_FULL_CODE, QUEUE_FULL_MESSAGE)
-                pieces = [(0, size)]
-            request = _Request(len(pieces))
-            now = time.monotonic()
-            for index, (start, stop) in enumerate(pieces):
-                part = inputs if len(pieces) == 1 else {n: a[start:stop] for n, a in inputs.items()}
-                task = _Task(request, index, part, stop - start)
-                if batches[-1].size + task.size > limit:
-                    batches.append(_Batch())
-                batches[-1].add(task, now)
-            # Any worker may have to recompute its wait (a new open batch has a deadline).
-            self._cond.notify_all()
-            return request
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = _Queue(key, signature_name, signature, list(outputs), paddable)
+        batches = queue.batches
+        open_batch = batches[-1]
+        if options.enable_large_batch_splitting:
+            capacity = (options.max_enqueued_batches - len(batches)) * limit + (limit - open_batch.size)
+            if size > capacity:
+                self._forget_if_empty(queue)
+                raise ServingError(QUEUE_FULL_CODE, f"{QUEUE_FULL_MESSAGE}; task size is {size} but scheduling "
+                                                    f"capacity is only {capacity} (num_enqueued_batches="
+                                                    f"{len(batches)}, max_enqueued_batches="
+                                                    f"{options.max_enqueued_batches}, open_batch_size="
+                                                    f"{open_batch.size}, max_execution_batch_size={limit})")
+            pieces = []
+            start, room = 0, limit - open_batch.size
+            while start < size:
+                if room == 0:
+                    room = limit
+                stop = min(size, start + room)
+                pieces.append((start, stop))
+                room -= stop - start
+                start = stop
+        else:
+            if open_batch.size + size > limit and len(batches) >= options.max_enqueued_batches:
+                self._forget_if_empty(queue)
+                raise ServingError(QUEUE_FULL_CODE, QUEUE_FULL_MESSAGE)
+            pieces = [(0, size)]
+        request = _Request(self._loop.create_future(), len(pieces))
+        now = time.monotonic()
+        for index, (start, stop) in enumerate(pieces):
+            part = inputs if len(pieces) == 1 else {n: a[start:stop] for n, a in inputs.items()}
+            task = _Task(request, index, part, stop - start)
+            if batches[-1].size + task.size > limit:
+                batches.append(_Batch())
+            batches[-1].add(task, now)
+        return request
+
+    def _forget_if_empty(self, queue):
+        """Drops a queue that holds nothing: keys may be many (shapes); only live queues are kept."""
+        if len(queue.batches) == 1 and not queue.batches[0].tasks:
+            del self._queues[queue.key]
 
     # ------------------------------------------------------------ workers
 
     def _take(self, now):
-        """A batch ready to run (and its queue), or None; called under the lock."""
+        """A batch ready to run (and its queue), or None."""
         queues = list(self._queues.values())
         count = len(queues)
         for offset in range(count):
@@ -400,8 +448,7 @@ class BatchScheduler:
                     batches.append(_Batch())
             if batch is not None:
                 self._turn = (self._turn + offset + 1) % max(count, 1)
-                if len(batches) == 1 and not batches[0].tasks:
-                    del self._queues[queue.key]  # keys may be many (shapes); keep only live queues
+                self._forget_if_empty(queue)
                 return queue, batch
         return None
 
@@ -410,33 +457,59 @@ class BatchScheduler:
                  if len(q.batches) == 1 and q.batches[0].tasks]
         return max(0.0, min(waits)) if waits else None
 
-    def _work(self):
-        while True:
-            with self._cond:
-                while True:
-                    now = time.monotonic()
-                    taken = self._take(now)
-                    if taken is not None:
-                        break
-                    if self._closed and not self._queues:
-                        return
-                    self._cond.wait(self._wait_time(now))
+    def _pump(self):
+        """Hands ready batches to free worker threads, and sets the timer for the next open batch's timeout.
+
+        Runs on the loop after every change: a request queued, a batch done, a timeout, `close()`.
+        """
+        now = time.monotonic()
+        while self._idle > 0:
+            taken = self._take(now)
+            if taken is None:
+                break
+            self._idle -= 1
             queue, batch = taken
-            try:
-                self._process(queue, batch)
-            except BaseException as error:  # noqa: BLE001 - never leave a caller waiting
-                log.exception("Batch of %s version %s failed", self.model_name, self.version)
-                failure = from_exception(error)
-                for task in batch.tasks:
-                    if not task.request.event.is_set():
-                        task.request.finish(task.index, error=failure)
+            done = self._loop.run_in_executor(self._pool, self._process, queue, batch)
+            done.add_done_callback(lambda future, batch=batch: self._finished(batch, future))
+        wait = self._wait_time(now) if self._idle > 0 else None
+        # A timer that fires no later than needed is kept: requests joining an open batch leave its
+        # deadline as it was, and re-arming for each of them would cost a timer per request.
+        if self._timer is not None and (wait is None or self._timer_at > now + wait):
+            self._timer.cancel()
+            self._timer = None
+        if wait is not None and self._timer is None:
+            self._timer = self._loop.call_later(wait, self._fire)
+            self._timer_at = now + wait
+        if self._closed and not self._queues and self._idle == self.options.num_batch_threads \
+                and not self._drained.is_set():
+            self._pool.shutdown(wait=False)
+            self._drained.set()
+
+    def _fire(self):
+        self._timer = None
+        self._pump()
+
+    def _finished(self, batch, future):
+        """Resolves a batch's requests with the rows its worker computed (on the loop)."""
+        self._idle += 1
+        error = future.exception()
+        if error is not None:  # a bug in our code, not the model's error: never leave a caller waiting
+            log.error("Batch of %s version %s failed", self.model_name, self.version, exc_info=error)
+            failure = from_exception(error)
+            for task in batch.tasks:
+                task.request.finish(task.index, error=failure)
+        else:
+            for task, outputs, failure in future.result():
+                task.request.finish(task.index, outputs, failure)
+        self._pump()
 
     def _process(self, queue, batch):
+        """Runs one batch in a worker thread: `[(task, outputs or None, ServingError or None)]`."""
         if self._metrics is not None:
             now = time.monotonic()
             self._metrics.record_queuing_latency(self.options.thread_pool_name,
                                                  [now - t.request.enqueued for t in batch.tasks])
-        self._execute(queue, batch.tasks)
+        return self._execute(queue, batch.tasks)
 
     def _padded_size(self, size):
         for allowed in self.options.allowed_batch_sizes:
@@ -459,6 +532,7 @@ class BatchScheduler:
         return merged
 
     def _execute(self, queue, tasks):
+        """One model call for `tasks`: `[(task, outputs or None, ServingError or None)]`."""
         size = sum(t.size for t in tasks)
         padded = self._padded_size(size)
         try:
@@ -467,36 +541,27 @@ class BatchScheduler:
         except Exception as error:  # noqa: BLE001 - the model's error goes to the callers
             failure = from_exception(error)
             if len(tasks) > 1 and failure.code in _RETRY_ALONE:
-                for task in tasks:
-                    self._execute(queue, [task])
-                return
-            for task in tasks:
-                task.request.finish(task.index, error=failure)
-            return
+                return [answer for task in tasks for answer in self._execute(queue, [task])]
+            return [(task, None, failure) for task in tasks]
         if self._metrics is not None:
             self._metrics.record_batch(self.model_name, queue.signature_name, size, padded)
         for name in queue.outputs:
             value = results[name]
             if value.ndim == 0:
                 failure = ServingError(grpc.StatusCode.FAILED_PRECONDITION, "Batched output tensor has 0 dimensions")
-                break
+                return [(task, None, failure) for task in tasks]
             if value.shape[0] != padded:
                 failure = ServingError(grpc.StatusCode.FAILED_PRECONDITION,
                                        "Batched output tensor's 0th dimension does not equal the sum of the 0th "
                                        f"dimension sizes of the input tensors (output '{name}' has {value.shape[0]} "
                                        f"rows for {padded} input rows)")
-                break
-        else:
-            failure = None
-        if failure is not None:
-            for task in tasks:
-                task.request.finish(task.index, error=failure)
-            return
-        start = 0
+                return [(task, None, failure) for task in tasks]
+        answers, start = [], 0
         for task in tasks:
             stop = start + task.size
-            task.request.finish(task.index, {name: results[name][start:stop] for name in queue.outputs})
+            answers.append((task, {name: results[name][start:stop] for name in queue.outputs}, None))
             start = stop
+        return answers
 
 
 def _batch_size(inputs):

@@ -1,22 +1,29 @@
 """TF Serving's gRPC API: `tensorflow.serving.PredictionService` and `ModelService`,
-implemented on the servicer classes `tensorflow-serving-api` generates.
+implemented on the servicer classes `tensorflow-serving-api` generates, served by
+`grpc.aio` on the serving event loop (`event_loop`).
 
-A `ServingError` aborts the call with its own status code; anything unexpected is
-INTERNAL (and logged) and the server keeps serving. Every call is reported to the
-server's `metrics.ServerMetrics.record_request` (which counts the inference APIs,
-as it does for REST).
+Predict runs on the loop and awaits its batch there (its model call runs in a
+thread pool when batching is off); the other methods, which may block (locks,
+files, model loads), run whole in the server's thread pool. A `ServingError`
+aborts the call with its own status code; anything unexpected is INTERNAL (and
+logged) and the server keeps serving. Every call is reported to the server's
+`metrics.ServerMetrics.record_request` (which counts the inference APIs, as it
+does for REST).
 """
 
+import asyncio
+import concurrent.futures
 import functools
+import inspect
 import logging
 import time
-from concurrent import futures
 
 import grpc
 from tensorflow_serving.apis import model_management_pb2
 from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from seqapp.serving import event_loop
 from seqapp.serving import inference
 from seqapp.serving.errors import ServingError
 from seqapp.serving.errors import invalid_argument
@@ -25,16 +32,23 @@ log = logging.getLogger("seqapp.serving")
 
 
 def _rpc(method):
-    """Runs a servicer method, turning errors into gRPC statuses."""
+    """Makes a servicer method an async gRPC handler that turns errors into gRPC statuses.
+
+    A coroutine method runs on the loop; a plain one runs in the servicer's `executor`.
+    """
 
     api = method.__name__
+    on_loop = inspect.iscoroutinefunction(method)
 
     @functools.wraps(method)
-    def wrapper(self, request, context):
+    async def wrapper(self, request, context):
         start = time.perf_counter()
         failure = None
         try:
-            response = method(self, request)
+            if on_loop:
+                response = await method(self, request)
+            else:
+                response = await asyncio.get_running_loop().run_in_executor(self.executor, method, self, request)
         except ServingError as error:
             failure = (error.code, error.message)
         except Exception as error:  # noqa: BLE001 - a bug must not take the server down
@@ -45,7 +59,7 @@ def _rpc(method):
             self.metrics.record_request(_model_name(request), api, "GRPC", code, time.perf_counter() - start)
         if failure is None:
             return response
-        context.abort(*failure)
+        await context.abort(*failure)
 
     return wrapper
 
@@ -67,8 +81,18 @@ def _version_of(spec):
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, manager, check_method_name=False, metrics=None):
+    """TF Serving's PredictionService.
+
+    Args:
+        manager: the `ModelManager`.
+        executor: the thread pool for the methods that block.
+        check_method_name: TF Serving's `--enable_signature_method_name_check`.
+        metrics: the server's `metrics.ServerMetrics`, or None.
+    """
+
+    def __init__(self, manager, executor, check_method_name=False, metrics=None):
         self.manager = manager
+        self.executor = executor
         self.check_method_name = check_method_name
         self.metrics = metrics
 
@@ -82,8 +106,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         return self.manager.servable(spec.name, version, label)
 
     @_rpc
-    def Predict(self, request):
-        return inference.predict(self._servable(request), request)
+    async def Predict(self, request):
+        return await inference.predict_async(self._servable(request), request, self.executor)
 
     @_rpc
     def Classify(self, request):
@@ -103,10 +127,18 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+    """TF Serving's ModelService (status, config reload).
+
+    Args:
+        manager: the `ModelManager`.
+        executor: the thread pool its methods run in.
+    """
+
     metrics = None  # its calls are not counted
 
-    def __init__(self, manager):
+    def __init__(self, manager, executor):
         self.manager = manager
+        self.executor = executor
 
     @_rpc
     def GetModelStatus(self, request):
@@ -124,29 +156,57 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return model_management_pb2.ReloadConfigResponse()
 
 
-def create_server(manager, host="127.0.0.1", port=8500, max_request_bytes=64 * 1024 * 1024, workers=16,
-                  check_method_name=False, metrics=None):
-    """A started-ready (not yet started) `grpc.Server` with both services on `host:port`.
+class GrpcServer:
+    """Both services on `host:port`, served by `grpc.aio` on the serving event loop.
 
-    Returns:
-        `(server, bound_port)`.
+    Args:
+        manager: the `ModelManager`.
+        host: the address to bind (127.0.0.1 unless told).
+        port: the TCP port (0: any free one; see `port`).
+        max_request_bytes: the largest request message.
+        workers: threads of the pool the blocking methods run in.
+        check_method_name: TF Serving's `--enable_signature_method_name_check`.
+        metrics: the server's `metrics.ServerMetrics`, or None.
+
+    Raises:
+        ServingError: UNAVAILABLE when the address cannot be bound.
     """
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="seqapp-grpc"),
-        options=[
-            ("grpc.max_receive_message_length", int(max_request_bytes)),
+
+    def __init__(self, manager, host="127.0.0.1", port=8500, max_request_bytes=64 * 1024 * 1024, workers=16,
+                 check_method_name=False, metrics=None):
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="seqapp-grpc")
+        self._prediction = PredictionService(manager, self._executor, check_method_name, metrics)
+        self._models = ModelService(manager, self._executor)
+        self._address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self._max_request_bytes = int(max_request_bytes)
+        try:
+            # A grpc.aio server belongs to the loop it is made on.
+            self._server, self.port = event_loop.call(self._create())
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            raise
+
+    async def _create(self):
+        server = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", self._max_request_bytes),
             ("grpc.max_send_message_length", 2 ** 31 - 1),
             ("grpc.so_reuseport", 0),
-        ],
-    )
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(manager, check_method_name, metrics), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), server)
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    try:
-        bound = server.add_insecure_port(address)
-    except RuntimeError as error:
-        raise ServingError(grpc.StatusCode.UNAVAILABLE, f"Cannot bind gRPC to {address}: {error}") from None
-    if not bound:
-        raise ServingError(grpc.StatusCode.UNAVAILABLE, f"Cannot bind gRPC to {address}")
-    return server, bound
+        ])
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(self._prediction, server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(self._models, server)
+        try:
+            bound = server.add_insecure_port(self._address)
+        except RuntimeError as error:
+            raise ServingError(grpc.StatusCode.UNAVAILABLE, f"Cannot bind gRPC to {self._address}: {error}") \
+                from None
+        if not bound:
+            raise ServingError(grpc.StatusCode.UNAVAILABLE, f"Cannot bind gRPC to {self._address}")
+        return server, bound
+
+    def start(self):
+        event_loop.call(self._server.start())
+
+    def stop(self, grace=2.0):
+        """Stops taking calls and lets those in flight finish for `grace` seconds at most."""
+        event_loop.call(self._server.stop(grace))
+        self._executor.shutdown(wait=False, cancel_futures=True)

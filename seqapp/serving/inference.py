@@ -37,11 +37,27 @@ def fill_model_spec(spec, servable, signature_name=None):
 
 def predict(servable, request):
     """PredictRequest → PredictResponse."""
-    from tensorflow_serving.apis import predict_pb2
+    name, inputs, output_filter = predict_inputs(servable, request)
+    return predict_response(servable, name, servable.run(name, inputs, output_filter))
 
+
+async def predict_async(servable, request, executor=None):
+    """`predict` awaited on the serving event loop (`Servable.run_async`; `executor` for unbatched calls)."""
+    name, inputs, output_filter = predict_inputs(servable, request)
+    return predict_response(servable, name, await servable.run_async(name, inputs, output_filter, executor))
+
+
+def predict_inputs(servable, request):
+    """A PredictRequest's `(signature name, {input: array}, output filter or None)`."""
     name, _ = servable.signature(request.model_spec.signature_name)
     inputs = {key: tensors.proto_to_array(proto, key) for key, proto in request.inputs.items()}
-    outputs = servable.run(name, inputs, list(request.output_filter) or None)
+    return name, inputs, list(request.output_filter) or None
+
+
+def predict_response(servable, name, outputs):
+    """The PredictResponse of signature `name`'s `outputs`."""
+    from tensorflow_serving.apis import predict_pb2
+
     response = predict_pb2.PredictResponse()
     fill_model_spec(response.model_spec, servable, name)
     for key, array in outputs.items():

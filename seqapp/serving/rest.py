@@ -1,4 +1,4 @@
-"""TF Serving's REST API on the standard library's `ThreadingHTTPServer`.
+"""TF Serving's REST API on uvicorn (httptools' C parser, the uvloop serving event loop).
 
     GET  /v1/models/{name}[/versions/{v}|/labels/{l}]            model status
     GET  <monitoring path>                                         Prometheus metrics (text)
@@ -12,23 +12,30 @@ gRPC reports an oversize message), not the 429 the mapping would give, because
 429 means "too many requests, retry later" to clients and proxies that retry
 it, and an oversize body never succeeds on retry.
 
-`RestApi.handle(method, path, body)` is the whole API as a pure function; the
-HTTP handler only reads the request (with limits and timeouts) and writes the
-answer. `handle` reports every :predict/:classify/:regress to the server's
-`metrics.ServerMetrics.record_request` (the gRPC service reports to the same).
+`RestApi.respond(method, path, body)` is the whole API as one coroutine
+(`RestApi.handle` the same for a caller on another thread); the ASGI app only
+reads the request (with limits and timeouts) and writes the answer. A
+:predict is parsed, checked and answered on the event loop and awaits its
+batch there; status, metadata, :classify and :regress (and :predict with
+batching off) run in the API's thread pool. `respond` reports every
+:predict/:classify/:regress to the server's `metrics.ServerMetrics.record_request`
+(the gRPC service reports to the same).
 """
 
+import asyncio
 import concurrent.futures
-import http.server
 import json
 import logging
 import re
 import socket
-import threading
 import time
 
 import grpc
+import orjson
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from seqapp.serving import event_loop
 from seqapp.serving import inference
 from seqapp.serving import metrics
 from seqapp.serving import tensors
@@ -38,12 +45,20 @@ from seqapp.serving.errors import invalid_argument
 log = logging.getLogger("seqapp.serving")
 
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
+# Seconds a connection may sit idle, or take to send a request's headers or its body.
+READ_TIMEOUT_S = 60
+# Connections the kernel queues before they are accepted (the listen backlog).
+BACKLOG = 128
+SERVER_HEADER = "seqapp-serving"
 
 _VERB_API = {"predict": "Predict", "classify": "Classify", "regress": "Regress"}
 _PATH = re.compile(
     r"/v1/models/(?P<name>[^/:]+)"
     r"(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
     r"(?::(?P<verb>[^/:]*)|/(?P<metadata>metadata))?")
+# orjson turns integers outside 64 bits into floats where json keeps them exact; a body with a
+# run of 19 digits may hold one, so it goes to json.
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
 
 
 def _malformed(method, path):
@@ -51,7 +66,34 @@ def _malformed(method, path):
 
 
 def parse_json_body(body):
-    """The request body as a JSON object (TF Serving accepts UTF-8 JSON objects only)."""
+    """The request body as a JSON object (TF Serving accepts UTF-8 JSON objects only).
+
+    orjson parses what it parses exactly as the json module does (what it refuses, or what may hold
+    an integer outside 64 bits, goes to the json module), so values and error texts are json's.
+
+    Args:
+        body: the request body (bytes).
+
+    Returns:
+        The parsed object (a dict).
+
+    Raises:
+        ServingError: INVALID_ARGUMENT, "JSON Parse error: ...".
+    """
+    value = None
+    if not _LONG_NUMBER.search(body):
+        try:
+            value = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass  # json says why, in its words
+    if value is None:
+        value = _parse_with_json(body)
+    if not isinstance(value, dict):
+        raise invalid_argument("JSON Parse error: the request must be a JSON object")
+    return value
+
+
+def _parse_with_json(body):
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -60,14 +102,11 @@ def parse_json_body(body):
     if not text.strip():
         raise invalid_argument("JSON Parse error: The document is empty")
     try:
-        value = json.loads(text)
+        return json.loads(text)
     except RecursionError:
         raise invalid_argument("JSON Parse error: the document is nested too deeply") from None
     except ValueError as error:
         raise invalid_argument(f"JSON Parse error: {error}") from None
-    if not isinstance(value, dict):
-        raise invalid_argument("JSON Parse error: the request must be a JSON object")
-    return value
 
 
 def _signature_name(body):
@@ -83,7 +122,7 @@ class RestApi:
     Args:
         manager: the `ModelManager`.
         timeout_ms: per-request deadline (DEADLINE_EXCEEDED → 504); <= 0 for none.
-        workers: threads running inference.
+        workers: threads running the calls that do not run on the event loop.
         check_method_name: TF Serving's `--enable_signature_method_name_check`.
         metrics: the server's `metrics.ServerMetrics` (requests are counted there), or None.
         metrics_path: where GET serves the metrics text; None for nowhere.
@@ -102,9 +141,19 @@ class RestApi:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def handle(self, method, path, body=b""):
-        """`(http_status, json_object)` for one request; never raises."""
+        """`respond` for a caller on any thread but the serving loop's: `(http_status, json_object)`."""
+        return event_loop.call(self.respond(method, path, body))
+
+    async def respond(self, method, path, body=b""):
+        """`(http_status, json_object)` for one request, on the serving loop; never raises.
+
+        Args:
+            method: the HTTP method.
+            path: the request target (a query string is ignored).
+            body: the request body (bytes).
+        """
         start = time.perf_counter()
-        status, payload, code = self._handle(method, path, body)
+        status, payload, code = await self._answer(method, path, body)
         if self.metrics is not None and method == "POST":
             match = _PATH.fullmatch(path.split("?", 1)[0])
             if match is not None and match["verb"] in _VERB_API:
@@ -112,17 +161,16 @@ class RestApi:
                                             time.perf_counter() - start)
         return status, payload
 
-    def _handle(self, method, path, body):
+    async def _answer(self, method, path, body):
         """`(http_status, json_object, grpc.StatusCode)`."""
         try:
             if self.timeout is None:
-                payload = self._dispatch(method, path, body)
+                payload = await self._dispatch(method, path, body)
             else:
-                future = self._pool.submit(self._dispatch, method, path, body)
                 try:
-                    payload = future.result(timeout=self.timeout)
-                except concurrent.futures.TimeoutError:
-                    future.cancel()
+                    async with asyncio.timeout(self.timeout):
+                        payload = await self._dispatch(method, path, body)
+                except TimeoutError:
                     raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED,
                                        f"Deadline exceeded: the request took more than {self.timeout * 1000:.0f} ms") \
                         from None
@@ -133,7 +181,11 @@ class RestApi:
             log.exception("Unexpected error on %s %s", method, path)
             return 500, {"error": f"Internal error: {type(error).__name__}: {error}"}, grpc.StatusCode.INTERNAL
 
-    def _dispatch(self, method, path, body):
+    async def _in_pool(self, fn, *args):
+        """`fn(*args)` in the API's thread pool: calls that block (locks, files, model calls)."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def _dispatch(self, method, path, body):
         path = path.split("?", 1)[0]
         if path.rstrip("/") == "/v1/models":
             raise invalid_argument("Missing model name in request.")
@@ -152,14 +204,17 @@ class RestApi:
             if verb is not None:
                 raise _malformed(method, path)
             if metadata:
-                return inference.metadata_json(self.manager.servable(name, version, label))
-            return self._status(name, version, label)
+                return await self._in_pool(self._metadata, name, version, label)
+            return await self._in_pool(self._status, name, version, label)
         if metadata or verb not in ("predict", "classify", "regress"):
             raise _malformed(method, path)
         request = parse_json_body(body)
         if verb == "predict":
-            return self._predict(name, version, label, request)
-        return self._classify_or_regress(verb, name, version, label, request)
+            return await self._predict(name, version, label, request)
+        return await self._in_pool(self._classify_or_regress, verb, name, version, label, request)
+
+    def _metadata(self, name, version, label):
+        return inference.metadata_json(self.manager.servable(name, version, label))
 
     def _status(self, name, version, label):
         from google.protobuf import json_format
@@ -168,7 +223,7 @@ class RestApi:
         return json_format.MessageToDict(response, preserving_proto_field_name=True,
                                          always_print_fields_with_no_presence=True)
 
-    def _predict(self, name, version, label, request):
+    async def _predict(self, name, version, label, request):
         signature_name = _signature_name(request)
         if "instances" in request and "inputs" in request:
             raise invalid_argument("Not formatted correctly expecting only one of 'inputs' or 'instances' keys exist")
@@ -178,9 +233,11 @@ class RestApi:
         signature_name, signature = servable.signature(signature_name)
         if "instances" in request:
             arrays = tensors.instances_to_arrays(request["instances"], signature.inputs)
-            return {"predictions": tensors.outputs_to_rows(servable.run(signature_name, arrays))}
+            outputs = await servable.run_async(signature_name, arrays, executor=self._pool)
+            return {"predictions": tensors.outputs_to_rows(outputs)}
         arrays = tensors.columns_to_arrays(request["inputs"], signature.inputs)
-        return {"outputs": tensors.outputs_to_columns(servable.run(signature_name, arrays))}
+        return {"outputs": tensors.outputs_to_columns(await servable.run_async(signature_name, arrays,
+                                                                               executor=self._pool))}
 
     def _classify_or_regress(self, verb, name, version, label, request):
         signature_name = _signature_name(request)
@@ -207,183 +264,240 @@ def _text(label):
     return label.decode("utf-8", errors="replace") if isinstance(label, bytes) else str(label)
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "seqapp-serving"
-    sys_version = ""
-    timeout = 60  # seconds a connection may sit idle or trickle a request
-    # Headers and body leave in two writes: with Nagle's algorithm on, the body waits for the client's
-    # delayed ACK of the headers (~40 ms per answer on a keep-alive connection).
-    disable_nagle_algorithm = True
+class _App:
+    """The ASGI application: reads a request's body within the limits and answers through `RestApi.respond`.
 
-    def do_GET(self):
-        self._dispatch("GET")
+    Args:
+        api: the `RestApi`.
+        max_request_bytes: the body limit (413 above it).
+    """
 
-    def do_POST(self):
-        self._dispatch("POST")
+    def __init__(self, api, max_request_bytes):
+        self.api = api
+        self.max_request_bytes = int(max_request_bytes)
 
-    def do_PUT(self):
-        self._dispatch("PUT")
-
-    def do_DELETE(self):
-        self._dispatch("DELETE")
-
-    def do_PATCH(self):
-        self._dispatch("PATCH")
-
-    # -------------------------------------------------------------- plumbing
-
-    def handle_expect_100(self):
-        length = self._content_length(quiet=True)
-        if length is not None and length > self.server.max_request_bytes:
-            self._send_json(413, {"error": self._too_large_message(length)}, close=True)
-            return False
-        return super().handle_expect_100()
-
-    def _too_large_message(self, length):
-        return (f"Request body of {length} bytes exceeds the limit of {self.server.max_request_bytes} bytes "
-                "(--max_request_bytes)")
-
-    def _content_length(self, quiet=False):
-        value = self.headers.get("Content-Length")
-        if value is None:
-            return None
-        value = value.strip()
-        if not value.isdigit() or len(value) > 19:
-            if quiet:
-                return None
-            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"Invalid Content-Length: {value[:40]!r}")
-        return int(value)
-
-    def _read_body(self):
-        """The body, or a ServingError (and the connection marked to close)."""
-        limit = self.server.max_request_bytes
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            return self._read_chunked(limit)
-        length = self._content_length()
-        if length is None or length == 0:
-            return b""
-        if length > limit:
-            self._drain(length, limit)
-            raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, self._too_large_message(length), http_status=413)
-        body = self.rfile.read(length)
-        if len(body) != length:
-            self.close_connection = True
-            raise invalid_argument("Request body ended early")
-        return body
-
-    def _drain(self, length, limit):
-        """Reads and drops a moderately oversize body so the client can read our answer;
-        a huge one is not read at all (the connection closes)."""
-        self.close_connection = True
-        if length > 4 * limit + (1 << 20):
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":  # lifespan is off; nothing else reaches an HTTP/1.1 server
             return
-        remaining = length
-        while remaining > 0:
-            chunk = self.rfile.read(min(remaining, 1 << 16))
-            if not chunk:
-                break
-            remaining -= len(chunk)
-
-    def _read_chunked(self, limit):
-        parts, total = [], 0
-        while True:
-            line = self.rfile.readline(1026)
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                self.close_connection = True
-                raise invalid_argument("Malformed chunked request body") from None
-            if size < 0:
-                self.close_connection = True
-                raise invalid_argument("Malformed chunked request body")
-            if size == 0:
-                while self.rfile.readline(1026) not in (b"\r\n", b"\n", b""):
-                    pass  # trailers
-                return b"".join(parts)
-            total += size
-            if total > limit:
-                self.close_connection = True
-                raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, self._too_large_message(total),
-                                   http_status=413)
-            data = self.rfile.read(size)
-            self.rfile.readline(3)
-            if len(data) != size:
-                self.close_connection = True
-                raise invalid_argument("Request body ended early")
-            parts.append(data)
-
-    def _dispatch(self, method):
+        method = scope["method"]
+        # The request target as sent (not percent-decoded), as the API has always matched it.
+        path = scope["raw_path"].decode("latin-1")
         try:
-            body = self._read_body()
+            body = await self._read_body(scope, receive)
         except ServingError as error:
-            self.close_connection = True
-            self._send_json(error.http_status, {"error": error.message}, close=True)
+            await _send_json(send, error.http_status, {"error": error.message}, close=True)
             return
-        api = self.server.api
-        if api.metrics_path is not None and self.path.split("?", 1)[0] == api.metrics_path:
+        if body is None:  # the client went away
+            return
+        api = self.api
+        if api.metrics_path is not None and path == api.metrics_path:
             if method == "GET":
-                self._send(200, api.metrics.exposition(), metrics.CONTENT_TYPE)
+                await _send(send, 200, api.metrics.exposition(), metrics.CONTENT_TYPE)
             else:
-                self._send_json(405, {"error": f"Malformed request: {method} {api.metrics_path}"})
+                await _send_json(send, 405, {"error": f"Malformed request: {method} {api.metrics_path}"})
             return
-        status, payload = api.handle(method, self.path, body)
-        self._send_json(status, payload)
+        status, payload = await api.respond(method, path, body)
+        await _send_json(send, status, payload)
 
-    def _send_json(self, status, payload, close=False):
-        self._send(status, json.dumps(payload, allow_nan=True).encode("utf-8"), "application/json", close)
+    def _too_large(self, length):
+        return ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                            f"Request body of {length} bytes exceeds the limit of {self.max_request_bytes} bytes "
+                            "(--max_request_bytes)", http_status=413)
 
-    def _send(self, status, data, content_type, close=False):
+    async def _read_body(self, scope, receive):
+        """The body (chunked or not, httptools has framed it), None if the client left, or a ServingError."""
+        limit = self.max_request_bytes
+        length, expect = None, False
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                length = int(value)  # httptools refuses a malformed Content-Length with 400
+            elif name == b"expect":
+                expect = value.lower() == b"100-continue"
+        if length is not None and length > limit:
+            # Refused before it is read: with Expect: 100-continue the client never sends it. A moderately
+            # oversize body is read and dropped first, so a client that sends it whole can read our answer;
+            # a huge one is not read at all (the connection closes).
+            if not expect and length <= 4 * limit + (1 << 20):
+                await self._drain(receive)
+            raise self._too_large(length)
+        parts, total = [], 0
         try:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(data)))
-            if close or self.close_connection:
-                self.send_header("Connection", "close")
-                self.close_connection = True
-            self.end_headers()
-            self.wfile.write(data)
-        except OSError:
-            self.close_connection = True  # the client went away
+            async with asyncio.timeout(READ_TIMEOUT_S):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return None
+                    chunk = message.get("body", b"")
+                    total += len(chunk)
+                    if total > limit:
+                        raise self._too_large(total)
+                    parts.append(chunk)
+                    if not message.get("more_body", False):
+                        return b"".join(parts)
+        except TimeoutError:
+            raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                               f"Request body not received within {READ_TIMEOUT_S} s", http_status=408) from None
 
-    def send_error(self, code, message=None, explain=None):
-        # Malformed request lines and headers, found by the base class: JSON as well.
-        self.close_connection = True
-        self._send_json(code, {"error": message or http.server.BaseHTTPRequestHandler.responses.get(code, ("",))[0]},
-                        close=True)
+    async def _drain(self, receive):
+        try:
+            async with asyncio.timeout(READ_TIMEOUT_S):
+                while (await receive()).get("more_body", False):
+                    pass
+        except TimeoutError:
+            pass  # answered anyway; the connection closes
 
-    def log_message(self, format, *args):  # noqa: A002 - the base class's name
-        log.debug("%s - %s", self.address_string(), format % args)
+
+async def _send_json(send, status, payload, close=False):
+    # json, not orjson, writes answers: TF Serving's float texts (NaN, Infinity, the shortest
+    # float32 repr) and json's ", " / ": " separators are what clients have always got.
+    await _send(send, status, json.dumps(payload, allow_nan=True).encode("utf-8"), "application/json", close)
 
 
-class RestServer(http.server.ThreadingHTTPServer):
-    """The HTTP server: one thread per connection, bound to `host` (127.0.0.1 unless told)."""
+async def _send(send, status, data, content_type, close=False):
+    headers = [(b"content-type", content_type.encode("latin-1")), (b"content-length", str(len(data)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
 
-    daemon_threads = True
-    block_on_close = False  # idle keep-alive connections must not hold up a shutdown
-    request_queue_size = 128
+
+class _CorkedTransport:
+    """A transport that sends the writes of one event-loop step as one.
+
+    uvicorn writes a response's head and body separately; sent as they come, each answer costs two
+    send calls and two TCP segments. Writes are joined and sent once the step ends; `close` sends
+    what is pending first. Everything else goes to the real transport.
+
+    Args:
+        transport: the connection's `asyncio.Transport`.
+        loop: the event loop it belongs to.
+    """
+
+    def __init__(self, transport, loop):
+        self._transport = transport
+        self._loop = loop
+        self._pending = []
+
+    def write(self, data):
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(data)
+
+    def _flush(self):
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        self._pending = []
+        if not self._transport.is_closing():
+            self._transport.write(data)
+
+    def close(self):
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name):
+        return getattr(self._transport, name)
+
+
+class _Protocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with JSON for malformed requests, a read timeout for headers, and
+    each answer sent in one write (`_CorkedTransport`).
+
+    uvicorn answers a request it cannot parse in plain text, and waits forever for headers that
+    trickle in; TF Serving's clients expect `{"error": ...}` and a server must not be held open.
+    """
+
+    _header_timer = None
+
+    def connection_made(self, transport):
+        super().connection_made(_CorkedTransport(transport, self.loop))
+        self._arm_header_timer()  # a connection that never sends a request
+
+    def connection_lost(self, exc):
+        self._disarm_header_timer()
+        super().connection_lost(exc)
+
+    def on_message_begin(self):
+        super().on_message_begin()
+        self._arm_header_timer()
+
+    def on_headers_complete(self):
+        self._disarm_header_timer()
+        super().on_headers_complete()
+
+    def _arm_header_timer(self):
+        self._disarm_header_timer()
+        self._header_timer = self.loop.call_later(READ_TIMEOUT_S, self._read_timed_out)
+
+    def _disarm_header_timer(self):
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _read_timed_out(self):
+        self._header_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def send_400_response(self, msg):
+        data = json.dumps({"error": f"Malformed request: {msg}"}).encode("utf-8")
+        self.transport.write(b"HTTP/1.1 400 Bad Request\r\nserver: " + SERVER_HEADER.encode() +
+                             b"\r\ncontent-type: application/json\r\ncontent-length: " + str(len(data)).encode() +
+                             b"\r\nconnection: close\r\n\r\n" + data)
+        self.transport.close()
+
+
+class RestServer:
+    """The HTTP server: uvicorn on the serving event loop, bound to `host` (127.0.0.1 unless told).
+
+    Args:
+        api: the `RestApi`.
+        host: the address to bind.
+        port: the TCP port (0: any free one; see `port`).
+        max_request_bytes: the request body limit (413 above it).
+
+    Raises:
+        OSError: the address cannot be bound.
+    """
 
     def __init__(self, api, host="127.0.0.1", port=8501, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES):
         self.api = api
-        self.max_request_bytes = int(max_request_bytes)
-        if ":" in host:
-            self.address_family = socket.AF_INET6
-        super().__init__((host, port), _Handler)
-        self._thread = None
+        # Bound here, not by uvicorn, which logs a bind error and exits the process.
+        self._socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._socket.bind((host, port))
+        except OSError:
+            self._socket.close()
+            raise
+        config = uvicorn.Config(_App(api, max_request_bytes), http=_Protocol, lifespan="off", access_log=False,
+                                log_config=None, server_header=False, headers=[("server", SERVER_HEADER)],
+                                backlog=BACKLOG, timeout_keep_alive=READ_TIMEOUT_S, timeout_graceful_shutdown=2)
+        self._server = uvicorn.Server(config)
+        self._serving = None
 
     @property
     def port(self):
-        return self.server_address[1]
-
-    def handle_error(self, request, client_address):
-        # A client that resets its connection mid-request is not worth a traceback on stderr.
-        log.debug("Connection from %s ended with an error", client_address, exc_info=True)
+        return self._socket.getsockname()[1]
 
     def start(self):
-        self._thread = threading.Thread(target=self.serve_forever, name="seqapp-rest-server", daemon=True)
-        self._thread.start()
+        """Starts serving on the serving loop; returns once the socket listens."""
+        self._serving = asyncio.run_coroutine_threadsafe(self._server.serve(sockets=[self._socket]),
+                                                         event_loop.get())
+        while not self._server.started:
+            if self._serving.done():
+                self._serving.result()  # raises what stopped it
+                raise RuntimeError("the REST server stopped while starting")
+            time.sleep(0.005)
 
     def stop(self):
-        self.shutdown()
-        self.server_close()
+        """Stops accepting, lets requests in flight finish (2 s at most), closes the socket."""
+        if self._serving is not None:
+            self._server.should_exit = True
+            try:
+                self._serving.result(10)
+            except concurrent.futures.TimeoutError:
+                self._serving.cancel()
+            self._serving = None
+        self._socket.close()
         self.api.close()

@@ -13,12 +13,14 @@
   whatever shape checks TF itself does.
 
 `Servable.run(signature_name, {input: ndarray}, output_filter)` is the single
-entry point for inference; with server-side batching on, its `batcher` (a
+entry point for inference (`run_async` the same awaited on the serving event
+loop); with server-side batching on, its `batcher` (a
 `batching.BatchScheduler`) merges the validated calls into one `_run`;
 `Servable.signature_defs` are the SignatureDef protos from saved_model.pb, used
 for metadata and input validation.
 """
 
+import contextlib
 import logging
 import threading
 from pathlib import Path
@@ -51,8 +53,6 @@ def _import_tf():
 def _quiet_deprecation():
     """The TF1 loader is deprecated in favour of tf.saved_model.load, which cannot load every TF1
     SavedModel (see the module docstring): silence the warning it logs at each load."""
-    import contextlib
-
     try:
         from tensorflow.python.util import deprecation
 
@@ -94,6 +94,17 @@ def read_meta_graph(export_dir, tags=SERVE_TAGS):
                        f"Tag sets in the SavedModel: {available}")
 
 
+@contextlib.contextmanager
+def _model_errors():
+    """Turns an error of a model call into a `ServingError` (TF errors keep their code)."""
+    try:
+        yield
+    except ServingError:
+        raise
+    except Exception as error:  # noqa: BLE001 - TF errors keep their code
+        raise from_exception(error) from None
+
+
 class Servable:
     """A loaded version of a model. Subclasses implement `_run`."""
 
@@ -113,8 +124,8 @@ class Servable:
             raise failed_precondition(f'Serving signature key "{name}" not found.')
         return name, self.signature_defs[name]
 
-    def run(self, signature_name, inputs, output_filter=None):
-        """Runs one signature.
+    def prepare(self, signature_name, inputs, output_filter=None):
+        """Checks one call of a signature: what `run` and `run_async` then compute.
 
         Args:
             signature_name: a key of `signature_defs` ("" = serving_default).
@@ -123,12 +134,11 @@ class Servable:
             output_filter: output names to compute, or None for all.
 
         Returns:
-            `{output_name: np.ndarray}`.
+            `(resolved signature name, SignatureDef, {input: array}, [output names])`.
 
         Raises:
-            ServingError: INVALID_ARGUMENT for bad inputs (names, dtypes, what
-                TF rejects), FAILED_PRECONDITION for an unknown signature, the
-                TF error's own code for errors while running.
+            ServingError: INVALID_ARGUMENT for bad inputs (names, dtypes),
+                FAILED_PRECONDITION for an unknown signature or a sparse tensor.
         """
         name, signature = self.signature(signature_name)
         tensors.check_input_names(inputs, signature.inputs)
@@ -159,14 +169,47 @@ class Servable:
         for output in outputs:
             if signature.outputs[output].WhichOneof("encoding") != "name":
                 raise failed_precondition(f"Output '{output}' of signature '{name}' is not a dense tensor")
-        try:
+        return name, signature, arrays, outputs
+
+    def run(self, signature_name, inputs, output_filter=None):
+        """Runs one signature, from any thread but the serving loop's (it may wait for a batch).
+
+        Args:
+            signature_name, inputs, output_filter: as `prepare`.
+
+        Returns:
+            `{output_name: np.ndarray}`.
+
+        Raises:
+            ServingError: as `prepare`, and the TF error's own code for errors while running.
+        """
+        prepared = self.prepare(signature_name, inputs, output_filter)
+        with _model_errors():
             if self.batcher is not None:
-                return self.batcher.run(name, signature, arrays, outputs)
-            return self._run(name, signature, arrays, outputs)
-        except ServingError:
-            raise
-        except Exception as error:  # noqa: BLE001 - TF errors keep their code
-            raise from_exception(error) from None
+                return self.batcher.run(*prepared)
+            return self._run(*prepared)
+
+    async def run_async(self, signature_name, inputs, output_filter=None, executor=None):
+        """`run` awaited on the serving loop: the checks on the loop, then the call joins a batch
+        (batching on) or runs in `executor` (batching off).
+
+        Args:
+            signature_name, inputs, output_filter: as `prepare`.
+            executor: a `concurrent.futures.Executor` for unbatched calls; None for the loop's default.
+
+        Returns:
+            `{output_name: np.ndarray}`.
+
+        Raises:
+            ServingError: as `run`.
+        """
+        import asyncio
+
+        prepared = self.prepare(signature_name, inputs, output_filter)
+        with _model_errors():
+            if self.batcher is not None:
+                return await self.batcher.submit(*prepared)
+            return await asyncio.get_running_loop().run_in_executor(executor, self._run, *prepared)
 
     def _run(self, name, signature, inputs, outputs):
         raise NotImplementedError

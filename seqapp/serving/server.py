@@ -1,4 +1,5 @@
-"""`seqapp serve`: the model manager plus the REST and gRPC front ends.
+"""`seqapp serve`: the model manager plus the REST and gRPC front ends, both on one event loop
+(`event_loop`), as the batch schedulers are.
 
 Start order is TF Serving's: load the configured models first (a model that
 fails to load is reported in its status, the server still starts), then open
@@ -41,7 +42,8 @@ class ServerOptions:
     enable_model_warmup: bool = True
     enable_signature_method_name_check: bool = False
     max_request_bytes: int = 64 * 1024 * 1024
-    # A request waiting for its batch holds a thread: enough for batches to fill under load.
+    # Threads for the calls that block (status, metadata, classify, regress, unbatched predict);
+    # a batched predict waits on the event loop and holds none.
     rest_api_num_threads: int = 64
     grpc_max_threads: int = 64
     enable_batching: bool = True
@@ -139,9 +141,10 @@ class ModelServer:
             self.manager.watch_config_file(o.model_config_file, o.model_config_file_poll_wait_seconds)
         try:
             if o.port:
-                self.grpc, self.grpc_port = grpc_service.create_server(
-                    self.manager, o.host, o.port, o.max_request_bytes, o.grpc_max_threads,
-                    o.enable_signature_method_name_check, self.metrics)
+                self.grpc = grpc_service.GrpcServer(self.manager, o.host, o.port, o.max_request_bytes,
+                                                    o.grpc_max_threads, o.enable_signature_method_name_check,
+                                                    self.metrics)
+                self.grpc_port = self.grpc.port
                 self.grpc.start()
                 log.info("Running gRPC ModelServer at %s:%d ...", o.host, self.grpc_port)
             if o.rest_api_port:
@@ -171,7 +174,7 @@ class ModelServer:
             self.rest.stop()
             self.rest = None
         if self.grpc is not None:
-            self.grpc.stop(grace).wait(grace + 1)
+            self.grpc.stop(grace)
             self.grpc = None
         if self.manager is not None:
             self.manager.stop()

@@ -32,9 +32,13 @@ _INT_TYPES = {types_pb2.DT_INT8, types_pb2.DT_INT16, types_pb2.DT_INT32, types_p
               types_pb2.DT_UINT8, types_pb2.DT_UINT16, types_pb2.DT_UINT32, types_pb2.DT_UINT64}
 
 
+# DataType.values() builds a new list at each call; requests ask for names often.
+_DTYPE_VALUES = frozenset(types_pb2.DataType.values())
+
+
 def dtype_name(dtype_enum):
     """TF's name of a DataType enum as TF Serving prints it ("float", "string", "int64")."""
-    if dtype_enum in types_pb2.DataType.values():
+    if dtype_enum in _DTYPE_VALUES:
         return types_pb2.DataType.Name(dtype_enum)[3:].lower()
     return str(dtype_enum)
 
