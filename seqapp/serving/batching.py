@@ -287,9 +287,10 @@ class BatchScheduler:
             ServingError: INVALID_ARGUMENT for a request over `max_batch_size`,
                 UNAVAILABLE for a full queue, or the model call's error.
         """
-        if self._admit(signature_name, inputs) is None:
+        size = self._admit(signature_name, inputs)
+        if size is None:
             return await self._loop.run_in_executor(None, self._run_fn, signature_name, signature, inputs, outputs)
-        return await self._join(signature_name, signature, inputs, outputs)
+        return await self._join(signature_name, signature, inputs, outputs, size)
 
     def run(self, signature_name, signature, inputs, outputs):
         """`submit` for a caller on any thread but the loop's: waits for the outputs.
@@ -297,9 +298,10 @@ class BatchScheduler:
         Raises:
             ServingError: as `submit`.
         """
-        if self._admit(signature_name, inputs) is None:
+        size = self._admit(signature_name, inputs)
+        if size is None:
             return self._run_fn(signature_name, signature, inputs, outputs)
-        return event_loop.call(self._join(signature_name, signature, inputs, outputs))
+        return event_loop.call(self._join(signature_name, signature, inputs, outputs, size))
 
     def num_enqueued_tasks(self):
         """Requests (pieces) waiting in the queues, not yet taken by a worker (from any thread)."""
@@ -338,9 +340,9 @@ class BatchScheduler:
             self._metrics.record_input_batch_size(self.model_name, signature_name, size)
         return size
 
-    async def _join(self, signature_name, signature, inputs, outputs):
-        """Queues the request (on the loop) and waits for its rows."""
-        request = self._schedule(signature_name, signature, inputs, outputs, _batch_size(inputs))
+    async def _join(self, signature_name, signature, inputs, outputs, size):
+        """Queues the request of `size` rows (on the loop) and waits for its rows."""
+        request = self._schedule(signature_name, signature, inputs, outputs, size)
         if request is None:  # closed since `_admit`
             return await self._loop.run_in_executor(None, self._run_fn, signature_name, signature, inputs, outputs)
         self._pump()
