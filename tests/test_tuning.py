@@ -80,3 +80,128 @@ def test_a_definition_with_a_space_stays_hashable_and_round_trips():
     dumped = definition.model_dump(mode="json")["tune"]
     assert dumped == {"train.learning_rate": {"type": "float", "min": 0.0001, "max": 0.01, "sampling": "log"}}
     assert config.validate(_raw(dumped), source="x.yaml").tune == definition.tune
+
+
+# -- searches
+
+
+def _tiny_pipeline(folder, tune, **sections):
+    """The tiny sentiment definition (`tiny_sentiment`) with a `tune` section, as a pipeline file."""
+    import tiny_sentiment
+
+    sections.setdefault("train", {"epochs": 3, "early_stopping_patience": 5})
+    definition = tiny_sentiment.definition(folder, **sections)
+    raw = {**definition.model_dump(mode="json", exclude={"origin"}), "tune": tune}
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+_SMALL_SPACE = {"model.units": {"type": "int", "min": 4, "max": 16, "step": 4},
+                "train.learning_rate": {"type": "float", "min": 0.001, "max": 0.02, "sampling": "log"}}
+
+
+def _trials(work_dir):
+    """`{trial id: trial.json}` of a search folder."""
+    import json
+
+    return {path.parent.name.removeprefix("trial_"): json.loads(path.read_text())
+            for path in (work_dir / "trials").glob("trial_*/trial.json")}
+
+
+def _epochs(work_dir, trial_id):
+    """The epochs a trial's run trained, from its `history.csv` (every process's)."""
+    import csv
+
+    with open(work_dir / "trials" / f"trial_{trial_id}" / "run" / "history.csv") as file:
+        return [int(row["epoch"]) for row in csv.DictReader(file)]
+
+
+@pytest.mark.parametrize("tuner", ["random", "bayesian", "hyperband"])
+def test_a_search_records_trials_results_and_a_best_definition_that_trains(tuner, tmp_path, seqapp_cache_dir):
+    from seqapp import runner
+    from seqapp.tuning import search
+
+    pipeline = _tiny_pipeline(tmp_path, _SMALL_SPACE)
+    table = search.tune(pipeline, tmp_path / "search", tuner=tuner, max_trials=3, seed=1, verbose=0)
+    trials = _trials(tmp_path / "search")
+    assert len(trials) == 3 and {t["status"] for t in trials.values()} == {"COMPLETED"}
+    for trial_id, trial in trials.items():
+        assert f"\n{trial_id}" in table
+        epochs = _epochs(tmp_path / "search", trial_id)
+        assert epochs == list(range(len(epochs)))
+        if tuner == "hyperband":  # each trial trains the epochs its bracket gives it
+            assert len(epochs) == trial["hyperparameters"]["values"]["tuner/epochs"]
+    assert (tmp_path / "search" / "results.png").stat().st_size > 0
+    assert len(list((tmp_path / "search" / "hparams").glob("trial_*/events.out.tfevents.*"))) == 3
+    best = config.load_definition(tmp_path / "search" / "best.yaml")
+    best_id = table.split("*")[0].splitlines()[-1]
+    assert best.model.units == trials[best_id]["hyperparameters"]["values"]["model.units"]
+    metrics = runner.train(best, tmp_path / "best_run", verbose=0)
+    assert set(metrics) == {"validation", "test"}
+
+
+def test_a_failing_trial_is_recorded_with_its_reason_and_the_search_goes_on(tmp_path, seqapp_cache_dir):
+    from seqapp.tuning import search
+
+    space_with_failures = {
+        # "nonsense" is no pooling: that trial's definition is invalid. An infinite learning rate makes NaN.
+        "model.pooling": {"type": "choice", "values": ["max", "nonsense"]},
+        "train.learning_rate": {"type": "choice", "values": [0.01, float("inf")]},
+    }
+    pipeline = _tiny_pipeline(tmp_path, space_with_failures, train={"epochs": 2, "clipnorm": None})
+    table = search.tune(pipeline, tmp_path / "search", tuner="random", max_trials=4, seed=2, verbose=0)
+    trials = _trials(tmp_path / "search")
+    assert len(trials) == 4  # the search went on past failures
+    by_values = {(t["hyperparameters"]["values"]["model.pooling"], t["hyperparameters"]["values"]["train.learning_rate"]): t
+                 for t in trials.values()}
+    assert by_values[("max", 0.01)]["status"] == "COMPLETED"
+    assert by_values[("nonsense", 0.01)]["status"] == "FAILED"
+    assert "invalid definition" in by_values[("nonsense", 0.01)]["message"]
+    assert "model.pooling" in by_values[("nonsense", 0.01)]["message"]
+    assert by_values[("max", float("inf"))]["status"] == "FAILED"
+    assert "NaN" in by_values[("max", float("inf"))]["message"]
+    assert "reason: invalid definition: " in table and "reason: NaN at epoch" in table
+    best = config.load_definition(tmp_path / "search" / "best.yaml")  # only a completed trial is best
+    assert (best.model.pooling, best.train.learning_rate) == ("max", 0.01)
+
+
+def test_the_time_budget_stops_the_search_after_the_running_trial(tmp_path, seqapp_cache_dir):
+    import json
+    import time
+
+    from seqapp.tuning import search
+
+    pipeline = _tiny_pipeline(tmp_path, _SMALL_SPACE)
+    started = time.monotonic()
+    search.tune(pipeline, tmp_path / "search", max_trials=50, time_budget=6.0, seed=1, verbose=0)
+    elapsed = time.monotonic() - started
+    trials = _trials(tmp_path / "search")
+    assert 1 <= len(trials) < 50
+    assert {t["status"] for t in trials.values()} == {"COMPLETED"}  # none cut off midway
+    longest = max(json.loads((tmp_path / "search" / "trials" / f"trial_{i}" / "run" / "training.json").read_text())
+                  ["wall_seconds"] for i in trials)
+    # No trial starts after the budget: the search ends within one trial (and its setup) of it.
+    assert elapsed < 6.0 + 3 * longest + 20
+
+
+@pytest.mark.parametrize("task_name", ["translation", "captioning"])
+def test_a_three_trial_search_of_a_generating_task_optimizes_validation_bleu(task_name, tmp_path,
+                                                                             seqapp_cache_dir, shared_data_dir):
+    from seqapp import tasks
+    from seqapp.tuning import search
+
+    raw = tasks.get(task_name).demo_definition(small=True)
+    raw["tune"] = {"train.learning_rate": {"type": "float", "min": 0.001, "max": 0.01, "sampling": "log"},
+                   "model.dropout": {"type": "choice", "values": [0.0, 0.1]}}
+    pipeline = tmp_path / f"{task_name}.yaml"
+    pipeline.write_text(yaml.safe_dump(raw))
+    table = search.tune(pipeline, tmp_path / "search", max_trials=3, seed=4, verbose=0)
+    objective, direction = tasks.get(task_name).tuning_objective()
+    assert direction == "max" and objective.startswith("val_bleu")
+    assert table.splitlines()[0].split()[2] == objective
+    trials = _trials(tmp_path / "search")
+    assert {t["status"] for t in trials.values()} == {"COMPLETED"} and len(trials) == 3
+    for trial in trials.values():  # the decoded metric reached the oracle as the trial's score
+        assert trial["score"] == trial["metrics"]["metrics"][objective]["observations"][0]["value"][0]
+    assert config.load_definition(tmp_path / "search" / "best.yaml").task == task_name
