@@ -205,3 +205,62 @@ def test_a_three_trial_search_of_a_generating_task_optimizes_validation_bleu(tas
     for trial in trials.values():  # the decoded metric reached the oracle as the trial's score
         assert trial["score"] == trial["metrics"]["metrics"][objective]["observations"][0]["value"][0]
     assert config.load_definition(tmp_path / "search" / "best.yaml").task == task_name
+
+
+# -- killed and resumed searches, one process or several
+
+
+def _tune_command(pipeline, work_dir, *args):
+    import sys
+
+    return [sys.executable, "-m", "seqapp", "tune", str(pipeline), "--work-dir", str(work_dir), "--seed", "1", *args]
+
+
+def _wait_for(condition, timeout, what):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _history_rows(work_dir, trial_id):
+    path = work_dir / "trials" / f"trial_{trial_id}" / "run" / "history.csv"
+    return len(path.read_text().splitlines()) - 1 if path.exists() else 0
+
+
+# Small batches (many steps) make an epoch long enough to kill a trial between two of its epochs.
+_SLOW_EPOCHS = {"train": {"epochs": 10, "early_stopping_patience": 20}, "pipeline": {"tokens_per_batch": 8}}
+
+
+def test_a_search_killed_mid_trial_resumes_that_trial_and_repeats_no_finished_one(tmp_path, seqapp_cache_dir):
+    import signal
+    import subprocess
+
+    pipeline = _tiny_pipeline(tmp_path, _SMALL_SPACE, **_SLOW_EPOCHS)
+    work_dir = tmp_path / "search"
+    first = subprocess.Popen(_tune_command(pipeline, work_dir, "--max-trials", "3"),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: _history_rows(work_dir, "1") >= 2, 300, "two epochs of trial 1")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    before = _trials(work_dir)
+    assert before["0"]["status"] == "COMPLETED" and before["1"]["status"] == "RUNNING"
+    finished_epochs = _epochs(work_dir, "0")
+    done_before_kill = _epochs(work_dir, "1")
+    assert 2 <= len(done_before_kill) < 10
+
+    second = subprocess.run(_tune_command(pipeline, work_dir, "--max-trials", "3"), capture_output=True, text=True,
+                            timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    after = _trials(work_dir)
+    assert sorted(after) == ["0", "1", "2"] and {t["status"] for t in after.values()} == {"COMPLETED"}
+    assert after["0"] == before["0"] and _epochs(work_dir, "0") == finished_epochs  # not trained again
+    # Trial 1 went on from its backup: every epoch once, those before the kill not repeated.
+    assert _epochs(work_dir, "1") == list(range(10))
+    assert f"Epoch {len(done_before_kill) + 1}/10" in second.stdout
+    assert "Epoch 1/10" in second.stdout  # trial 2, from scratch
+    assert second.stdout.count("Epoch 1/10") == 1
