@@ -264,3 +264,105 @@ def test_a_search_killed_mid_trial_resumes_that_trial_and_repeats_no_finished_on
     assert f"Epoch {len(done_before_kill) + 1}/10" in second.stdout
     assert "Epoch 1/10" in second.stdout  # trial 2, from scratch
     assert second.stdout.count("Epoch 1/10") == 1
+
+
+def test_keras_tuner_grpc_code_imports_with_the_pinned_protobuf():
+    """KerasTuner's protos were generated for protobuf 4.22 (v4) and 3.20 (v3); it falls back to v3
+    silently when v4 fails to import. With the pinned protobuf, v4 must load and round-trip."""
+    import google.protobuf
+    from keras_tuner.src import protos
+    from keras_tuner.src.distribute import oracle_chief  # noqa: F401 (imports the gRPC service code)
+    from keras_tuner.src.distribute import oracle_client  # noqa: F401
+
+    assert int(google.protobuf.__version__.split(".")[0]) >= 5
+    assert protos.get_service_grpc().__name__ == "keras_tuner.src.protos.v4.service_pb2_grpc"
+    hp = keras_tuner.HyperParameters()
+    hp.Choice("model.units", [8, 16])
+    trial = keras_tuner.engine.trial.Trial(hp, trial_id="3", status="RUNNING")
+    again = keras_tuner.engine.trial.Trial.from_proto(
+        protos.get_proto().Trial.FromString(trial.to_proto().SerializeToString()))
+    assert (again.trial_id, again.status, again.hyperparameters.values) == ("3", "RUNNING", {"model.units": 8})
+
+
+def _oracle_state(work_dir):
+    import json
+
+    path = work_dir / "trials" / "oracle.json"
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):  # not written yet, or being rewritten
+        return {}
+
+
+def _start(pipeline, work_dir, tuner_id, port, *args):
+    import os
+    import subprocess
+
+    env = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port),
+           "KERASTUNER_TUNER_ID": tuner_id}
+    role = "--chief" if tuner_id == "chief" else "--worker"
+    log = open(work_dir.parent / f"{tuner_id}.log", "a")
+    return subprocess.Popen(_tune_command(pipeline, work_dir, role, *args), env=env, stdout=log, stderr=log)
+
+
+def _kill_mid_trial(work_dir, process, tuner_id):
+    """SIGKILLs a worker once its trial has finished an epoch; returns that trial's id."""
+    import signal
+
+    def trial_of_worker():
+        return _oracle_state(work_dir).get("ongoing_trials", {}).get(tuner_id)
+
+    _wait_for(lambda: trial_of_worker() is not None and _history_rows(work_dir, trial_of_worker()) >= 1, 300,
+              f"{tuner_id} to train an epoch")
+    trial_id = trial_of_worker()
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert _trials(work_dir)[trial_id]["status"] == "RUNNING"
+    return trial_id
+
+
+@pytest.mark.parametrize("worker_returns", [True, False], ids=["restarted", "gone_for_good"])
+def test_a_chief_and_two_workers_finish_a_search_when_a_worker_is_killed(worker_returns, tmp_path,
+                                                                         seqapp_cache_dir):
+    from seqapp.tuning import distributed
+
+    pipeline = _tiny_pipeline(tmp_path, _SMALL_SPACE, **_SLOW_EPOCHS)
+    work_dir, port = tmp_path / "search", distributed.free_port()
+    options = ("--max-trials", "4", "--worker-deadline", "600s" if worker_returns else "8s")
+    chief = _start(pipeline, work_dir, "chief", port, *options)
+    workers = {tuner_id: _start(pipeline, work_dir, tuner_id, port, *options) for tuner_id in ("tuner0", "tuner1")}
+    try:
+        killed_trial = _kill_mid_trial(work_dir, workers["tuner1"], "tuner1")
+        if worker_returns:  # the same id takes its trial back
+            workers["tuner1"] = _start(pipeline, work_dir, "tuner1", port, *options)
+        for tuner_id, process in workers.items():
+            if worker_returns or tuner_id == "tuner0":
+                assert process.wait(timeout=600) == 0
+        assert chief.wait(timeout=120) == 0  # a worker gone for good does not hang the chief
+    finally:
+        for process in (chief, *workers.values()):
+            if process.poll() is None:
+                process.kill()
+    trials = _trials(work_dir)
+    assert sorted(trials) == ["0", "1", "2", "3"] and {t["status"] for t in trials.values()} == {"COMPLETED"}
+    for trial_id in trials:  # no trial trained twice; the killed one went on from its backup
+        assert _epochs(work_dir, trial_id) == list(range(10))
+    log = (tmp_path / "chief.log").read_text()
+    assert ("silent for over 8 s" in log) != worker_returns
+    if not worker_returns:  # tuner0 took the trial over
+        assert "Epoch 1/10" in (tmp_path / "tuner0.log").read_text()
+        assert killed_trial in _oracle_state(work_dir)["end_order"]
+    assert (work_dir / "best.yaml").exists() and "COMPLETED" in (work_dir / "results.txt").read_text()
+
+
+def test_workers_flag_runs_a_chief_and_workers_on_this_machine(tmp_path, seqapp_cache_dir):
+    import subprocess
+
+    pipeline = _tiny_pipeline(tmp_path, _SMALL_SPACE, train={"epochs": 2, "early_stopping_patience": 5})
+    done = subprocess.run(_tune_command(pipeline, tmp_path / "search", "--workers", "2", "--max-trials", "3"),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = _trials(tmp_path / "search")
+    assert sorted(trials) == ["0", "1", "2"] and {t["status"] for t in trials.values()} == {"COMPLETED"}
+    assert "val_accuracy" in done.stdout and (tmp_path / "search" / "best.yaml").exists()
+
