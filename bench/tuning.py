@@ -40,6 +40,10 @@ def budgeted(pipeline, folder, epochs, overrides):
         for key in parents:
             section = section.setdefault(key, {})
         section[leaf] = value
+    # A section set to null (`--set embeddings=null`) has no keys left to tune.
+    nulled = [dotted for dotted, value in overrides.items() if value is None]
+    raw["tune"] = {key: tuned for key, tuned in raw.get("tune", {}).items()
+                   if not any(key.startswith(f"{prefix}.") for prefix in nulled)}
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / Path(pipeline).name
     path.write_text(yaml.safe_dump(raw, sort_keys=False))

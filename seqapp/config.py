@@ -336,6 +336,8 @@ def load_definition(path, overrides=None):
         *parents, leaf = dotted.split(".")
         for key in parents:
             section = section.setdefault(key, {})
+            if section is None:  # `embeddings: null` has no keys to set
+                raise ConfigError(path, dotted, f"cannot be set: `{key}` is null in this definition")
         section[leaf] = value
     raw.setdefault("origin", str(path))
     raw.setdefault("base_dir", str(path.resolve().parent))
