@@ -12,7 +12,7 @@ way. Then times the SST-2 search with a chief and 2 workers against one process.
 
     SEQAPP_DATA_DIR=../shared/data python bench/tuning.py                  # about two hours on 2 cores
     SEQAPP_DATA_DIR=../shared/data python bench/tuning.py --epochs 1 --max-trials 2 --max-train-examples 500 \\
-        --set train.init_from=null --set embeddings=null --work-dir /tmp/tuning_bench --out /tmp/tuning.json  # smoke
+        --set sst2:train.init_from=null --set sst2:embeddings=null --work-dir /tmp/tuning_bench --out /tmp/tuning.json  # smoke
 """
 
 import argparse
@@ -64,7 +64,8 @@ def main():
     parser.add_argument("--max-trials", type=int, default=8)
     parser.add_argument("--distributed-trials", type=int, default=4)
     parser.add_argument("--max-train-examples", type=int, help="train on a slice (smoke runs)")
-    parser.add_argument("--set", action="append", default=[], help="section.key=value for every definition")
+    parser.add_argument("--set", action="append", default=[],
+                        help="JOB:section.key=value for one job's definitions (sst2 or multi30k), section.key=value for all")
     parser.add_argument("--seed", type=int, default=0, help="the searches' seed")
     parser.add_argument("--work-dir", default="runs/bench_tuning")
     parser.add_argument("--out", help="where to write the figures (default bench/results/tuning.json)")
@@ -74,13 +75,19 @@ def main():
     from seqapp.tuning import distributed
     from seqapp.tuning import search
 
-    overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
+    overrides = {job: {} for job in JOBS}
+    for item in args.set:
+        target, value = item.split("=", 1)
+        job, _, key = target.rpartition(":")
+        for name in [job] if job else JOBS:
+            overrides[name][key] = yaml.safe_load(value)
     if args.max_train_examples:
-        overrides["data.max_train_examples"] = args.max_train_examples
+        for job in JOBS:
+            overrides[job]["data.max_train_examples"] = args.max_train_examples
     work = Path(args.work_dir)
     figures = {"epochs_per_trial": args.epochs}
     for job, (pipeline, split, metric) in JOBS.items():
-        path = budgeted(pipeline, work / job, args.epochs, overrides)
+        path = budgeted(pipeline, work / job, args.epochs, overrides[job])
         shipped = score(path, work / job / "shipped", split, metric)
         started = time.perf_counter()
         search.tune(path, work / job / "search", max_trials=args.max_trials, seed=args.seed)
@@ -90,7 +97,7 @@ def main():
                         "metric": f"{split} {metric}"}
         print(json.dumps({job: figures[job]}), flush=True)
 
-    path = budgeted(JOBS["sst2"][0], work / "distributed", args.epochs, overrides)
+    path = budgeted(JOBS["sst2"][0], work / "distributed", args.epochs, overrides["sst2"])
     started = time.perf_counter()
     search.tune(path, work / "distributed" / "one", max_trials=args.distributed_trials, seed=args.seed)
     one = time.perf_counter() - started
