@@ -83,6 +83,25 @@ def _train(args):
     print(f"run folder: {work_dir}")
 
 
+def _tune(args):
+    from seqapp.tuning import distributed
+    from seqapp.tuning import search
+    from seqapp.tuning.tuner import parse_duration
+
+    work_dir = Path(args.work_dir or Path("tuning") / Path(args.pipeline).stem)
+    options = {"tuner": args.tuner, "max_trials": args.max_trials, "seed": args.seed,
+               "time_budget": parse_duration(args.time_budget) if args.time_budget else None,
+               "worker_deadline": parse_duration(args.worker_deadline)}
+    if args.workers:
+        text = distributed.tune_locally(args.pipeline, work_dir, workers=args.workers, **options)
+    else:
+        distributed.take_role(chief=args.chief, worker=args.worker)
+        text = search.tune(args.pipeline, work_dir, **options)
+    if text is not None:
+        print(text)
+        print(f"search folder: {work_dir} (results.txt, results.png, hparams/, best.yaml)")
+
+
 def _export(args):
     from seqapp import runner
     from seqapp import tasks
@@ -227,6 +246,23 @@ def build_parser():
     train.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                        help="override a definition value, e.g. --set model.family=tcn (repeatable)")
     train.set_defaults(func=_train)
+
+    tune = commands.add_parser("tune", help="search the `tune` space of a pipeline definition (KerasTuner)")
+    tune.add_argument("pipeline")
+    tune.add_argument("--tuner", choices=("random", "bayesian", "hyperband"), default="random")
+    tune.add_argument("--max-trials", type=int, default=10, help="trials in all; raise it to extend a search")
+    tune.add_argument("--time-budget", help="start no trial after this long (90s, 30m, 2h)")
+    tune.add_argument("--work-dir", help="the search's folder (default tuning/<pipeline>); run again to continue")
+    tune.add_argument("--seed", type=int, default=0, help="the search's seed (trials keep the definition's)")
+    role = tune.add_mutually_exclusive_group()
+    role.add_argument("--chief", action="store_true",
+                      help="serve the oracle at KERASTUNER_ORACLE_IP:KERASTUNER_ORACLE_PORT to workers")
+    role.add_argument("--worker", action="store_true",
+                      help="train trials of the chief at KERASTUNER_ORACLE_IP:PORT as KERASTUNER_TUNER_ID")
+    role.add_argument("--workers", type=int, help="run a chief and this many workers on this machine")
+    tune.add_argument("--worker-deadline", default="1h",
+                      help="how long the chief waits for a silent worker before queuing its trial again")
+    tune.set_defaults(func=_tune)
 
     export = commands.add_parser("export", help="export a trained run as a TF Serving SavedModel")
     export.add_argument("--work-dir", required=True, help="the run folder `seqapp train` wrote")

@@ -196,9 +196,103 @@ class SearchConfig(Section):
     length_penalty: float = pydantic.Field(0.6, ge=0.0)
 
 
+def _condition(when):
+    """`{key: values}` (YAML) -> `(key, (values...))`: one parent, hashable."""
+    if not isinstance(when, dict):
+        return when
+    if len(when) != 1:
+        raise ValueError("`when` names exactly one tuned key and its values")
+    ((key, values),) = when.items()
+    return key, tuple(values) if isinstance(values, list) else (values,)
+
+
+class Tuned(Section):
+    """One key of a `tune` section: how a tuning search (`seqapp tune`) varies it.
+
+    Attributes:
+        when: tune this key only while another tuned key (declared earlier in the
+            section) holds one of the given values, written `{model.family: [tcn]}`
+            (KerasTuner's `conditional_scope`); otherwise the definition's own value stands.
+    """
+
+    when: Annotated[Optional[tuple[str, tuple]], pydantic.BeforeValidator(_condition),
+                    pydantic.PlainSerializer(lambda when: None if when is None else {when[0]: list(when[1])})] = None
+
+
+class TunedChoice(Tuned):
+    """One of listed values (strings, numbers or booleans)."""
+
+    type: Literal["choice"]
+    values: Annotated[tuple, pydantic.BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v)]
+
+    @pydantic.field_validator("values")
+    @classmethod
+    def _some(cls, values):
+        if not values:
+            raise ValueError("a choice needs at least one value")
+        return values
+
+
+class TunedInt(Tuned):
+    """An integer in `[min, max]`, every `step`-th (linear) or a geometric `step` factor apart (log)."""
+
+    type: Literal["int"]
+    min: int
+    max: int
+    step: Optional[int] = pydantic.Field(None, ge=1)
+    sampling: Literal["linear", "log"] = "linear"
+
+    @pydantic.model_validator(mode="after")
+    def _ordered(self):
+        if self.min > self.max:
+            raise ValueError("min is above max")
+        if self.sampling == "log" and self.min <= 0:
+            raise ValueError("log sampling needs min > 0")
+        return self
+
+
+class TunedFloat(Tuned):
+    """A float in `[min, max]`, sampled uniformly (linear) or uniformly in its logarithm (log)."""
+
+    type: Literal["float"]
+    min: float
+    max: float
+    step: Optional[float] = pydantic.Field(None, gt=0.0)
+    sampling: Literal["linear", "log"] = "linear"
+
+    @pydantic.model_validator(mode="after")
+    def _ordered(self):
+        if self.min > self.max:
+            raise ValueError("min is above max")
+        if self.sampling == "log" and self.min <= 0:
+            raise ValueError("log sampling needs min > 0")
+        return self
+
+
+class TunedBoolean(Tuned):
+    """True or False."""
+
+    type: Literal["boolean"]
+
+
+Tunable = Annotated[Union[TunedChoice, TunedInt, TunedFloat, TunedBoolean], pydantic.Field(discriminator="type")]
+# `tune:` maps dotted keys of the definition (`model.units`) to how each is searched; held as
+# `((key, Tunable), ...)` in YAML's order, because definitions are hashed (cache keys) and a dict is not.
+TuneSpace = Annotated[
+    tuple[tuple[str, Tunable], ...],
+    pydantic.BeforeValidator(lambda v: tuple(v.items()) if isinstance(v, dict) else v),
+    pydantic.PlainSerializer(lambda pairs: {key: tuned.model_dump(mode="json", exclude_none=True)
+                                            for key, tuned in pairs}),
+]
+
+
 class Definition(Section):
     """What every pipeline definition has; each task's schema (`seqapp.tasks`) extends it with
-    its `task` tag and its own sections."""
+    its `task` tag and its own sections.
+
+    Attributes:
+        tune: the search space of `seqapp tune` (`TuneSpace`); `seqapp train` ignores it.
+    """
 
     task: str
     seed: int = 42
@@ -206,6 +300,7 @@ class Definition(Section):
     tokenizer: TokenizerConfig = TokenizerConfig()
     pipeline: PipelineConfig = PipelineConfig()
     train: TrainConfig = TrainConfig()
+    tune: Optional[TuneSpace] = None
     # Set by `load_definition`: the file, and the folder relative data paths start from.
     origin: str = "<definition>"
     base_dir: str = "."
@@ -241,6 +336,8 @@ def load_definition(path, overrides=None):
         *parents, leaf = dotted.split(".")
         for key in parents:
             section = section.setdefault(key, {})
+            if section is None:  # `embeddings: null` has no keys to set
+                raise ConfigError(path, dotted, f"cannot be set: `{key}` is null in this definition")
         section[leaf] = value
     raw.setdefault("origin", str(path))
     raw.setdefault("base_dir", str(path.resolve().parent))
@@ -263,8 +360,29 @@ def validate(raw, *, source="<definition>"):
         (key, reason), rest = errors[0], errors[1:]
         details = "; ".join(f"{k}: {r}" for k, r in rest)
         raise ConfigError(source, key, reason + (f" (also {details})" if details else "")) from None
+    _check_space(definition, source)
     definition.check(source)
     return definition
+
+
+def _check_space(definition, source):
+    """Every key of the `tune` section is a key of the definition's schema (a section key, not a
+    whole section), and every `when` names a key tuned before it."""
+    schema, seen = type(definition), set()
+    for key, tuned in definition.tune or ():
+        loc = key.split(".")
+        if not _has_key(schema, loc) or _subsection(_parent(schema, loc), loc[-1]) is not None:
+            raise ConfigError(source, f"tune.{key}", f"the {definition.task} definition has no key {key!r}")
+        if tuned.when is not None and tuned.when[0] not in seen:
+            raise ConfigError(source, f"tune.{key}.when",
+                              f"{tuned.when[0]!r} must be a tuned key declared before {key!r}")
+        seen.add(key)
+
+
+def _parent(model, loc):
+    for part in loc[:-1]:
+        model = _subsection(model, part)
+    return model
 
 
 def saved(raw, *, source):

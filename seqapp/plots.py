@@ -98,3 +98,32 @@ def attention_over_image(image, weights, feature_map_shape, tokens, path, title=
         ax.set_title(token)
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def tuning_progress(scores, objective, direction, path):
+    """A search's objective per trial (in the order trials finished) and the best so far.
+
+    Args:
+        scores: `[(trial id, score or None)]`, None for a trial that failed.
+        objective: the objective's name (the y axis).
+        direction: "max" or "min".
+        path: the PNG to write.
+    """
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    order = np.arange(1, len(scores) + 1)
+    values = np.array([np.nan if score is None else score for _, score in scores], dtype=float)
+    done = ~np.isnan(values)
+    ax.plot(order[done], values[done], "o", color="#4c72b0", label="trial")
+    failed = order[~done]
+    if len(failed):
+        floor = np.nanmin(values) if done.any() else 0.0
+        ax.plot(failed, np.full(len(failed), floor), "x", color="#c44e52", label="failed")
+    if done.any():
+        pick = np.fmax if direction == "max" else np.fmin
+        ax.step(order, pick.accumulate(np.where(done, values, np.nan)), where="post", color="#dd8452",
+                label="best so far")
+    ax.set_xticks(order, [trial_id for trial_id, _ in scores], fontsize=7)
+    ax.set_xlabel("trial (in the order finished)")
+    ax.set_ylabel(objective)
+    ax.legend()
+    return _save(fig, path)

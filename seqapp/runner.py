@@ -53,6 +53,26 @@ def train(definition, work_dir, *, fold=None, verbose="auto"):
     Returns:
         `{split: metrics}` as the task's `evaluate` gives them.
     """
+    folder, inputter, _ = fit(definition, work_dir, fold=fold, verbose=verbose)
+    return tasks.of(definition).evaluate_after_training(load_run(folder.path), inputter)
+
+
+def fit(definition, work_dir, *, fold=None, verbose="auto", more_callbacks=None):
+    """Trains the definition's model into a run folder (best checkpoint, backup, logs, history,
+    curves), without evaluating it; `train` and tuning trials (`seqapp.tuning`) share it.
+
+    Args:
+        definition: a validated definition of any task.
+        work_dir: the run's folder; a run killed midway resumes from `backup/`.
+        fold: the held-out fold in cross-validation, or None.
+        verbose: Keras `fit` verbosity.
+        more_callbacks: `more_callbacks(inputter) -> [callbacks]`, run after the task's own and before
+            checkpointing (a tuning objective, a trial's reporting), or None.
+
+    Returns:
+        `(folder, inputter, history)`: the `RunFolder`, the inputter that read the data, and the
+        `History` of this process's epochs (a resumed run's earlier epochs are in `history.csv`).
+    """
     task = tasks.of(definition)
     folder = RunFolder(work_dir)
     keras.utils.set_random_seed(definition.seed)
@@ -75,6 +95,7 @@ def train(definition, work_dir, *, fold=None, verbose="auto"):
     callbacks = [
         keras.callbacks.BackupAndRestore(str(folder / "backup")),
         *(task.callbacks(inputter) if validation is not None else []),
+        *(more_callbacks(inputter) if more_callbacks is not None else []),
         keras.callbacks.ModelCheckpoint(str(folder / "best.keras"), monitor=monitor, mode=mode, save_best_only=True),
         keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.early_stopping_patience,
                                       restore_best_weights=True),
@@ -102,7 +123,7 @@ def train(definition, work_dir, *, fold=None, verbose="auto"):
         "tokens_per_second": epochs * int(inputter.train_lengths.sum()) / seconds if seconds else None,
     })
     plots.training_curves(history.history, folder / "curves.png")
-    return task.evaluate_after_training(load_run(folder.path), inputter)
+    return folder, inputter, history
 
 
 def cross_validate(definition, work_dir, *, verbose="auto"):

@@ -117,6 +117,15 @@ class Task:
         metric they watch to the epoch's logs, see `seqapp.training.decoded_metric`)."""
         return []
 
+    def tuning_objective(self):
+        """What `seqapp tune` optimizes: `(log key, "min" or "max")`, measured on the validation split."""
+        return "val_loss", "min"
+
+    def tuning_callbacks(self, inputter):
+        """Keras callbacks that add `tuning_objective`'s key to each epoch's logs when Keras does not
+        (they run after `callbacks`)."""
+        return []
+
     def fit_options(self, inputter):
         """Extra keyword arguments of `Model.fit` (class weights, ...)."""
         return {}

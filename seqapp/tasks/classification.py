@@ -330,6 +330,9 @@ class ClassificationTask(Task):
         model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate, clipnorm=cfg.clipnorm),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
+    def tuning_objective(self):
+        return "val_accuracy", "max"
+
     def fit_options(self, inputter):
         balanced = inputter.definition.train.class_weight == "balanced"
         return {"class_weight": balanced_class_weights(inputter.label_counts) if balanced else None}

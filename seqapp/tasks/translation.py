@@ -33,8 +33,11 @@ from seqapp.models import seq2seq
 from seqapp.tasks.base import Run
 from seqapp.tasks.base import Task
 from seqapp.tasks.base import as_text
+from seqapp.training.decoded_metric import DecodedMetric
 from seqapp.translator import Translator
 
+# Validation sentences decoded after every epoch of a tuning trial (its objective, validation BLEU).
+_TUNING_SENTENCES = 500
 # The translation direction `seqapp data stats` measures for each built-in translation dataset.
 _DIRECTIONS = {"multi30k": ("de", "en"), "anki_spa_eng": ("en", "es")}
 
@@ -215,6 +218,24 @@ class TranslationTask(Task):
 
     def compile(self, model, definition):
         compile_sequence_model(model, definition.train)
+
+    def tuning_objective(self):
+        # sacreBLEU of greedy translations of a fixed validation slice each epoch (`tuning_callbacks`):
+        # what the search should win on; the loss also rewards hedged distributions.
+        return "val_bleu", "max"
+
+    def tuning_callbacks(self, inputter):
+        definition = inputter.definition
+        sources = inputter.texts("validation", "source", _TUNING_SENTENCES)
+        references = inputter.texts("validation", "target", _TUNING_SENTENCES)
+
+        def measure(model):
+            translator = Translator(model, inputter.tokenizers["source"], inputter.tokenizers["target"],
+                                    max_length=definition.pipeline.max_length, decode=definition.decode)
+            hypotheses = evaluation.translate_all(translator, sources, beam_size=1)
+            return {"bleu": evaluation.translation_metrics(hypotheses, references)["bleu"]}
+
+        return [DecodedMetric(measure)]
 
     def load_run(self, work_dir, definition):
         work_dir = Path(work_dir)

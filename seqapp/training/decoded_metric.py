@@ -10,27 +10,27 @@ import keras
 
 
 class DecodedMetric(keras.callbacks.Callback):
-    """Adds `val_<name>` to each epoch's logs: `measure(model)` on the validation split.
+    """Adds `val_<name>` to each epoch's logs for every metric `measure(model)` gives on the
+    validation split (one decoding serves several metrics).
 
     Keras passes one logs dict through the callbacks in order, so this one must
     come before those that read the metric (`ModelCheckpoint`, `EarlyStopping`);
     `CSVLogger` and `History` then record it too.
 
     Args:
-        name: the metric's name, e.g. "exact_match".
-        measure: `measure(model) -> float`, called with the model being trained.
+        measure: `measure(model) -> {name: float}` (e.g. `{"exact_match": 0.8}`), called with
+            the model being trained.
 
     Example:
 
-    >>> metric = DecodedMetric("exact_match", lambda model: exact_match(model, validation_images))
+    >>> metric = DecodedMetric(lambda model: {"exact_match": exact_match(model, validation_images)})
     >>> model.fit(batches, callbacks=[metric, keras.callbacks.EarlyStopping("val_exact_match", mode="max")])
     """
 
-    def __init__(self, name, measure):
+    def __init__(self, measure):
         super().__init__()
-        self.name = name
         self.measure = measure
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            logs[f"val_{self.name}"] = float(self.measure(self.model))
+            logs.update({f"val_{name}": float(value) for name, value in self.measure(self.model).items()})

@@ -1,0 +1,117 @@
+"""Tuning: does `seqapp tune` beat the shipped definitions at the same training budget per trial?
+
+For SST-2 (`pipelines/sentiment_bilstm.yaml`, dev accuracy as a fraction) and Multi30k
+(`pipelines/translation_transformer.yaml`, test2016 sacreBLEU, greedy), trains the shipped
+definition at `--epochs` epochs, searches its `tune` space with every trial at the same epochs
+(random search, `--max-trials`), then trains the search's `best.yaml` and scores it the same
+way. Then times the SST-2 search with a chief and 2 workers against one process. Writes
+`bench/results/tuning.json` (or `--out`):
+
+    {"sst2": {"shipped", "tuned", "trials", "search_seconds"}, "multi30k": {same},
+     "distributed": {"workers", "trials", "seconds", "one_worker_seconds"}}
+
+    SEQAPP_DATA_DIR=../shared/data python bench/tuning.py                  # about two hours on 2 cores
+    SEQAPP_DATA_DIR=../shared/data python bench/tuning.py --epochs 1 --max-trials 2 --max-train-examples 500 \\
+        --set sst2:train.init_from=null --set sst2:embeddings=null --work-dir /tmp/tuning_bench --out /tmp/tuning.json  # smoke
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import yaml
+
+import common
+
+ROOT = Path(__file__).resolve().parents[1]
+JOBS = {"sst2": ("pipelines/sentiment_bilstm.yaml", "validation", "accuracy"),
+        "multi30k": ("pipelines/translation_transformer.yaml", "test", "bleu")}
+
+
+def budgeted(pipeline, folder, epochs, overrides):
+    """A copy of a pipeline at `epochs` epochs (and `overrides`), its relative paths still the original's."""
+    raw = yaml.safe_load((ROOT / pipeline).read_text())
+    raw["base_dir"] = str((ROOT / pipeline).parent)
+    raw.setdefault("train", {})["epochs"] = epochs
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        section = raw
+        for key in parents:
+            section = section.setdefault(key, {})
+        section[leaf] = value
+    # A section set to null (`--set embeddings=null`) has no keys left to tune.
+    nulled = [dotted for dotted, value in overrides.items() if value is None]
+    raw["tune"] = {key: tuned for key, tuned in raw.get("tune", {}).items()
+                   if not any(key.startswith(f"{prefix}.") for prefix in nulled)}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / Path(pipeline).name
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def score(definition_path, work_dir, split, metric):
+    """Trains a definition and returns its `metric` on `split`."""
+    from seqapp import config
+    from seqapp import runner
+
+    return runner.train(config.load_definition(definition_path), work_dir, verbose=2)[split][metric]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=3, help="training epochs of every trial and of the shipped run")
+    parser.add_argument("--max-trials", type=int, default=8)
+    parser.add_argument("--distributed-trials", type=int, default=4)
+    parser.add_argument("--max-train-examples", type=int, help="train on a slice (smoke runs)")
+    parser.add_argument("--set", action="append", default=[],
+                        help="JOB:section.key=value for one job's definitions (sst2 or multi30k), section.key=value for all")
+    parser.add_argument("--seed", type=int, default=0, help="the searches' seed")
+    parser.add_argument("--work-dir", default="runs/bench_tuning")
+    parser.add_argument("--out", help="where to write the figures (default bench/results/tuning.json)")
+    args = parser.parse_args()
+    common.data_dir()
+
+    from seqapp.tuning import distributed
+    from seqapp.tuning import search
+
+    overrides = {job: {} for job in JOBS}
+    for item in args.set:
+        target, value = item.split("=", 1)
+        job, _, key = target.rpartition(":")
+        for name in [job] if job else JOBS:
+            overrides[name][key] = yaml.safe_load(value)
+    if args.max_train_examples:
+        for job in JOBS:
+            overrides[job]["data.max_train_examples"] = args.max_train_examples
+    work = Path(args.work_dir)
+    figures = {"epochs_per_trial": args.epochs}
+    for job, (pipeline, split, metric) in JOBS.items():
+        path = budgeted(pipeline, work / job, args.epochs, overrides[job])
+        shipped = score(path, work / job / "shipped", split, metric)
+        started = time.perf_counter()
+        search.tune(path, work / job / "search", max_trials=args.max_trials, seed=args.seed)
+        seconds = time.perf_counter() - started
+        tuned = score(work / job / "search" / "best.yaml", work / job / "tuned", split, metric)
+        figures[job] = {"shipped": shipped, "tuned": tuned, "trials": args.max_trials, "search_seconds": seconds,
+                        "metric": f"{split} {metric}"}
+        print(json.dumps({job: figures[job]}), flush=True)
+
+    path = budgeted(JOBS["sst2"][0], work / "distributed", args.epochs, overrides["sst2"])
+    started = time.perf_counter()
+    search.tune(path, work / "distributed" / "one", max_trials=args.distributed_trials, seed=args.seed)
+    one = time.perf_counter() - started
+    started = time.perf_counter()
+    distributed.tune_locally(path, work / "distributed" / "two", workers=2, tuner="random",
+                             max_trials=args.distributed_trials, time_budget=None, seed=args.seed,
+                             worker_deadline=3600.0)
+    figures["distributed"] = {"workers": 2, "trials": args.distributed_trials, "seconds": time.perf_counter() - started,
+                              "one_worker_seconds": one}
+    if args.out:
+        Path(args.out).write_text(json.dumps({**figures, "environment": common.environment()}, indent=2) + "\n")
+    else:
+        common.write("tuning", figures)
+
+
+if __name__ == "__main__":
+    main()
