@@ -287,10 +287,7 @@ class BatchScheduler:
             ServingError: INVALID_ARGUMENT for a request over `max_batch_size`,
                 UNAVAILABLE for a full queue, or the model call's error.
         """
-        size = self._admit(signature_name, inputs)
-        if size is None:
-            return await self._loop.run_in_executor(None, self._run_fn, signature_name, signature, inputs, outputs)
-        return await self._join(signature_name, signature, inputs, outputs, size)
+        return await self._join(signature_name, signature, inputs, outputs, self._admit(signature_name, inputs))
 
     def run(self, signature_name, signature, inputs, outputs):
         """`submit` for a caller on any thread but the loop's: waits for the outputs.
@@ -305,9 +302,16 @@ class BatchScheduler:
 
     def num_enqueued_tasks(self):
         """Requests (pieces) waiting in the queues, not yet taken by a worker (from any thread)."""
-        # list() copies a dict's values or a deque in one step under the GIL, so this may read the
-        # loop's queues from another thread without tripping over a change.
-        return sum(len(b.tasks) for q in list(self._queues.values()) for b in list(q.batches))
+        if event_loop.in_loop():
+            return self._count_enqueued()
+        # The queues change only on the loop: the count is taken there, between two of its steps.
+        return event_loop.call(self._enqueued_on_loop())
+
+    async def _enqueued_on_loop(self):
+        return self._count_enqueued()
+
+    def _count_enqueued(self):
+        return sum(len(batch.tasks) for queue in self._queues.values() for batch in queue.batches)
 
     def close(self):
         """Stops taking requests (from any thread); queued ones still run, then the worker threads end."""
@@ -341,9 +345,10 @@ class BatchScheduler:
         return size
 
     async def _join(self, signature_name, signature, inputs, outputs, size):
-        """Queues the request of `size` rows (on the loop) and waits for its rows."""
-        request = self._schedule(signature_name, signature, inputs, outputs, size)
-        if request is None:  # closed since `_admit`
+        """Queues the request of `size` rows (on the loop) and waits for its rows; runs it unbatched
+        in a thread when `size` is None (see `_admit`) or the scheduler has closed since."""
+        request = None if size is None else self._schedule(signature_name, signature, inputs, outputs, size)
+        if request is None:
             return await self._loop.run_in_executor(None, self._run_fn, signature_name, signature, inputs, outputs)
         self._pump()
         results = await request.future
