@@ -260,8 +260,9 @@ def build_parser():
     role.add_argument("--worker", action="store_true",
                       help="train trials of the chief at KERASTUNER_ORACLE_IP:PORT as KERASTUNER_TUNER_ID")
     role.add_argument("--workers", type=int, help="run a chief and this many workers on this machine")
-    tune.add_argument("--worker-deadline", default="1h",
-                      help="how long the chief waits for a silent worker before queuing its trial again")
+    tune.add_argument("--worker-deadline", default="10m",
+                      help="how long the chief waits for a silent worker before queuing its trial again "
+                           "(workers beat every quarter of it, at most every minute, while they train)")
     tune.set_defaults(func=_tune)
 
     export = commands.add_parser("export", help="export a trained run as a TF Serving SavedModel")

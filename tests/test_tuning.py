@@ -366,3 +366,26 @@ def test_workers_flag_runs_a_chief_and_workers_on_this_machine(tmp_path, seqapp_
     assert sorted(trials) == ["0", "1", "2"] and {t["status"] for t in trials.values()} == {"COMPLETED"}
     assert "val_accuracy" in done.stdout and (tmp_path / "search" / "best.yaml").exists()
 
+
+
+def test_a_worker_heartbeat_beats_while_its_trial_runs_and_stops_after():
+    import time
+
+    from seqapp.tuning.tuner import Heartbeat
+
+    class Oracle:
+        def __init__(self):
+            self.asked = []
+
+        def get_trial(self, trial_id):
+            self.asked.append(trial_id)
+            if len(self.asked) == 2:
+                raise RuntimeError("chief restarting")  # a lost beat does not stop the next ones
+
+    oracle = Oracle()
+    with Heartbeat(oracle, "7", seconds=0.05):
+        time.sleep(0.6)  # an epoch longer than the interval: the chief still hears the worker
+    beats = len(oracle.asked)
+    assert beats >= 4 and set(oracle.asked) == {"7"}
+    time.sleep(0.2)
+    assert len(oracle.asked) == beats  # a finished trial is not kept alive

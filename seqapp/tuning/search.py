@@ -25,6 +25,8 @@ from seqapp.tuning.tuner import deadline_oracle
 
 # How often the chief looks for silent workers and for the end of the search.
 _CHIEF_POLL_SECONDS = 1.0
+# The longest pause between two heartbeats of a worker.
+HEARTBEAT_MAX_SECONDS = 60.0
 
 
 def role():
@@ -36,7 +38,7 @@ def role():
     return "chief" if utils.is_chief_oracle() else "worker"
 
 
-def tune(pipeline, work_dir, *, tuner="random", max_trials=10, time_budget=None, seed=0, worker_deadline=3600.0,
+def tune(pipeline, work_dir, *, tuner="random", max_trials=10, time_budget=None, seed=0, worker_deadline=600.0,
          verbose=2):
     """Searches the `tune` space of a pipeline definition, or continues the search in `work_dir`.
 
@@ -49,7 +51,8 @@ def tune(pipeline, work_dir, *, tuner="random", max_trials=10, time_budget=None,
         time_budget: seconds after which no trial starts, or None.
         seed: the oracle's seed (the trials train with the definition's own `seed`).
         worker_deadline: seconds the chief waits for a silent worker before queuing its trial again,
-            and for any worker at all before it gives up.
+            and for any worker at all before it gives up; a worker beats every quarter of it (at
+            most every minute) while it holds a trial.
         verbose: Keras `fit` verbosity of the trials.
 
     Returns:
@@ -71,8 +74,10 @@ def tune(pipeline, work_dir, *, tuner="random", max_trials=10, time_budget=None,
     oracle = deadline_oracle(tuner, time_budget=time_budget, worker_deadline=worker_deadline, **options)
     # Set after construction: Hyperband takes no `max_trials` argument, yet every oracle stops there.
     oracle.max_trials = max_trials
-    searcher = DefinitionTuner(pipeline, oracle, work_dir, verbose=verbose)
     current = role()
+    # A worker beats a few times per deadline: one late beat never costs it its trial.
+    heartbeat = min(HEARTBEAT_MAX_SECONDS, worker_deadline / 4) if current == "worker" else None
+    searcher = DefinitionTuner(pipeline, oracle, work_dir, verbose=verbose, heartbeat=heartbeat)
     if current == "worker":
         searcher.search()
         return None

@@ -15,10 +15,13 @@ after which a silent worker's trial goes back to the queue (KerasTuner's chief
 waits for it forever).
 """
 
+import contextlib
 import csv
 import gc
+import logging
 import math
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -30,6 +33,8 @@ from seqapp import tasks
 from seqapp.errors import ConfigError
 from seqapp.errors import SeqappError
 from seqapp.tuning import space
+
+log = logging.getLogger("seqapp.tuning")
 
 ORACLES = {
     "random": keras_tuner.oracles.RandomSearchOracle,
@@ -96,7 +101,7 @@ def deadline_oracle(kind, *, time_budget=None, worker_deadline=None, **options):
 
         @keras_tuner.synchronized
         def get_trial(self, trial_id):
-            # A worker's per-epoch check-in (`CheckIn`) asks for its trial: it is alive.
+            # A worker's `Heartbeat` asks for its trial: it is alive.
             for tuner_id, trial in self.ongoing_trials.items():
                 if trial.trial_id == trial_id:
                     self._hear(tuner_id)
@@ -130,22 +135,42 @@ def deadline_oracle(kind, *, time_budget=None, worker_deadline=None, **options):
     return DeadlineOracle()
 
 
-class CheckIn(keras.callbacks.Callback):
-    """Tells the oracle after every epoch that this tuner's trial is alive (a worker's heartbeat; the
-    chief forgets a worker silent past its deadline).
+class Heartbeat:
+    """While a trial runs (data preparation and evaluation included, not only epochs), tells the
+    oracle every `seconds` from a thread that this tuner holds it, so a worker alive through a long
+    epoch never outlives the chief's deadline and a dead one is noticed within it.
 
     Args:
         oracle: the tuner's oracle (an `OracleClient` on a worker).
         trial_id: the trial being trained.
+        seconds: the interval between two beats.
+
+    Example:
+    >>> with Heartbeat(oracle, trial.trial_id, seconds=15.0):
+    ...     train(trial)
     """
 
-    def __init__(self, oracle, trial_id):
-        super().__init__()
+    def __init__(self, oracle, trial_id, seconds):
         self.oracle = oracle
         self.trial_id = trial_id
+        self.seconds = seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"seqapp-heartbeat-{trial_id}", daemon=True)
 
-    def on_epoch_end(self, epoch, logs=None):
-        self.oracle.get_trial(self.trial_id)
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        self._thread.join()
+
+    def _beat(self):
+        while not self._stop.wait(self.seconds):
+            try:
+                self.oracle.get_trial(self.trial_id)
+            except Exception as error:  # noqa: BLE001 - the chief restarting: the next beat tries again
+                log.warning("heartbeat of trial %s not delivered: %s", self.trial_id, error)
 
 
 class DefinitionTuner(keras_tuner.Tuner):
@@ -157,11 +182,14 @@ class DefinitionTuner(keras_tuner.Tuner):
         oracle: a KerasTuner oracle over `space.hyperparameters` of it (`deadline_oracle`).
         work_dir: the search's folder; an existing search there is continued.
         verbose: Keras `fit` verbosity of the trials.
+        heartbeat: seconds between a worker's `Heartbeat`s to the chief while it trains a trial, or
+            None (a search alone, or the chief).
     """
 
-    def __init__(self, pipeline, oracle, work_dir, *, verbose=2):
+    def __init__(self, pipeline, oracle, work_dir, *, verbose=2, heartbeat=None):
         self.pipeline = Path(pipeline)
         self.verbose = verbose
+        self.heartbeat = heartbeat
         super().__init__(oracle, directory=str(work_dir), project_name="trials", overwrite=False)
 
     def run_dir(self, trial_id):
@@ -188,11 +216,13 @@ class DefinitionTuner(keras_tuner.Tuner):
         name, _ = task.tuning_objective()
 
         def callbacks(inputter):
-            return [*task.tuning_callbacks(inputter), keras.callbacks.TerminateOnNaN(),
-                    CheckIn(self.oracle, trial.trial_id)]
+            return [*task.tuning_callbacks(inputter), keras.callbacks.TerminateOnNaN()]
 
-        folder, _, _ = runner.fit(definition, self.run_dir(trial.trial_id), verbose=self.verbose,
-                                  more_callbacks=callbacks)
+        alive = contextlib.nullcontext() if self.heartbeat is None else \
+            Heartbeat(self.oracle, trial.trial_id, self.heartbeat)
+        with alive:
+            folder, _, _ = runner.fit(definition, self.run_dir(trial.trial_id), verbose=self.verbose,
+                                      more_callbacks=callbacks)
         return _best_epoch(folder / "history.csv", name, self.oracle.objective.direction)
 
 
