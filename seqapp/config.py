@@ -233,7 +233,19 @@ class TunedChoice(Tuned):
         return values
 
 
-class TunedInt(Tuned):
+class TunedRange(Tuned):
+    """A number in `[min, max]` (`TunedInt`, `TunedFloat`): the bounds' checks they share."""
+
+    @pydantic.model_validator(mode="after")
+    def _ordered(self):
+        if self.min > self.max:
+            raise ValueError("min is above max")
+        if self.sampling == "log" and self.min <= 0:
+            raise ValueError("log sampling needs min > 0")
+        return self
+
+
+class TunedInt(TunedRange):
     """An integer in `[min, max]`, every `step`-th (linear) or a geometric `step` factor apart (log)."""
 
     type: Literal["int"]
@@ -242,16 +254,8 @@ class TunedInt(Tuned):
     step: Optional[int] = pydantic.Field(None, ge=1)
     sampling: Literal["linear", "log"] = "linear"
 
-    @pydantic.model_validator(mode="after")
-    def _ordered(self):
-        if self.min > self.max:
-            raise ValueError("min is above max")
-        if self.sampling == "log" and self.min <= 0:
-            raise ValueError("log sampling needs min > 0")
-        return self
 
-
-class TunedFloat(Tuned):
+class TunedFloat(TunedRange):
     """A float in `[min, max]`, sampled uniformly (linear) or uniformly in its logarithm (log)."""
 
     type: Literal["float"]
@@ -259,14 +263,6 @@ class TunedFloat(Tuned):
     max: float
     step: Optional[float] = pydantic.Field(None, gt=0.0)
     sampling: Literal["linear", "log"] = "linear"
-
-    @pydantic.model_validator(mode="after")
-    def _ordered(self):
-        if self.min > self.max:
-            raise ValueError("min is above max")
-        if self.sampling == "log" and self.min <= 0:
-            raise ValueError("log sampling needs min > 0")
-        return self
 
 
 class TunedBoolean(Tuned):
