@@ -2,10 +2,13 @@
 
 from seqapp.layers.attention_pooling import AttentionPooling
 from seqapp.layers.cached_multi_head_attention import CachedMultiHeadAttention
+from seqapp.layers.character_cnn import CharacterCNN
 from seqapp.layers.conv_image_encoder import ConvImageEncoder
+from seqapp.layers.highway import Highway
 from seqapp.layers.masked_pooling import MaskedPooling
 from seqapp.layers.portable_gru import PortableGRU
 from seqapp.layers.portable_lstm import PortableLSTM
+from seqapp.layers.scalar_mix import ScalarMix
 from seqapp.layers.sinusoidal_position_encoding import SinusoidalPositionEncoding
 from seqapp.layers.soft_attention_lstm import SoftAttentionLSTM
 from seqapp.layers.tcn import TCN
@@ -15,10 +18,13 @@ from seqapp.layers.transformer_encoder import TransformerEncoder
 __all__ = [
     "AttentionPooling",
     "CachedMultiHeadAttention",
+    "CharacterCNN",
     "ConvImageEncoder",
+    "Highway",
     "MaskedPooling",
     "PortableGRU",
     "PortableLSTM",
+    "ScalarMix",
     "SinusoidalPositionEncoding",
     "SoftAttentionLSTM",
     "TCN",
