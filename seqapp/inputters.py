@@ -100,6 +100,21 @@ class Inputter:
             max_batch_size=cfg.max_batch_size,
         )
 
+    def batching_report(self):
+        """How training batches are made, for `seqapp data stats`: `{"limit": text, "lines": [text]}`
+        and the figures behind them (bucket boundaries, padding efficiency of each batching mode)."""
+        cfg = self.definition.pipeline
+        buckets = self.buckets
+        efficiency = {mode: pipeline.padding_efficiency(self.dataset("train", training=True, batching_mode=mode))
+                      for mode in pipeline.BATCHING_MODES}
+        lines = [f"buckets: {len(buckets.boundaries) + 1} (boundaries {list(buckets.boundaries)})",
+                 "padding efficiency (real / padded tokens):"]
+        lines += [f"  {mode:<11} {value:.3f}{'  <- configured' if mode == cfg.batching else ''}"
+                  for mode, value in efficiency.items()]
+        return {"limit": f"max_length {cfg.max_length}", "lines": lines,
+                "buckets": {"boundaries": list(buckets.boundaries), "batch_sizes": list(buckets.batch_sizes)},
+                "padding_efficiency": efficiency, "configured_batching": cfg.batching}
+
     def dataset(self, split, *, training, batching_mode=None, input_context=None):
         """Batched `(features, labels)` of `split` with a known number of batches; shuffled
         (seeded) when `training`.

@@ -7,7 +7,6 @@ import numpy as np
 from seqapp import config
 from seqapp import datasets
 from seqapp import tasks
-from seqapp.data import pipeline
 
 def definition_for_dataset(name):
     """The default pipeline definition of a built-in dataset's task, or None (no task reads it yet)."""
@@ -57,14 +56,8 @@ def collect(name, definition=None):
         "p90": float(np.percentile(lengths, 90)),
         "p99": float(np.percentile(lengths, 99)),
         "max": int(lengths.max()),
-        "max_length": definition.pipeline.max_length,
     }
-    stats["buckets"] = {"boundaries": list(inputter.buckets.boundaries), "batch_sizes": list(inputter.buckets.batch_sizes)}
-    stats["padding_efficiency"] = {
-        mode: pipeline.padding_efficiency(inputter.dataset("train", training=True, batching_mode=mode))
-        for mode in pipeline.BATCHING_MODES
-    }
-    stats["configured_batching"] = definition.pipeline.batching
+    stats["batching"] = inputter.batching_report()
     stats["_lengths"] = lengths
     return stats
 
@@ -89,17 +82,13 @@ def format_stats(stats):
         lines.append(f"  {split:<12} {entry['examples']:>8d} examples{detail}")
     if "vocab_size" in stats:
         lines.append("vocabulary: " + ", ".join(f"{k} {v}" for k, v in stats["vocab_size"].items()))
-        t = stats["train_lengths"]
+        t, batching = stats["train_lengths"], stats["batching"]
         lines.append(
             f"training lengths (tokens): min {t['min']} mean {t['mean']:.1f} p50 {t['p50']:.0f} "
-            f"p90 {t['p90']:.0f} p99 {t['p99']:.0f} max {t['max']} (max_length {t['max_length']})"
+            f"p90 {t['p90']:.0f} p99 {t['p99']:.0f} max {t['max']} ({batching['limit']})"
         )
         lines.append(text_histogram(stats["_lengths"]))
-        lines.append(f"buckets: {len(stats['buckets']['boundaries']) + 1} (boundaries {stats['buckets']['boundaries']})")
-        lines.append("padding efficiency (real / padded tokens):")
-        for mode, value in stats["padding_efficiency"].items():
-            mark = "  <- configured" if mode == stats["configured_batching"] else ""
-            lines.append(f"  {mode:<11} {value:.3f}{mark}")
+        lines.extend(batching["lines"])
     else:
         lines.append("(no task pipeline uses this dataset yet: counts only)")
     return "\n".join(lines)

@@ -6,9 +6,11 @@ A new task is a new module here and a line in `REGISTRY`; nothing else is edited
 from seqapp.errors import SeqappError
 from seqapp.tasks.captioning import CaptioningTask
 from seqapp.tasks.classification import ClassificationTask
+from seqapp.tasks.language_modeling import LanguageModelingTask
 from seqapp.tasks.translation import TranslationTask
 
-REGISTRY = {task.name: task for task in (ClassificationTask(), TranslationTask(), CaptioningTask())}
+REGISTRY = {task.name: task for task in (ClassificationTask(), TranslationTask(), CaptioningTask(),
+                                                LanguageModelingTask())}
 
 
 def get(name):

@@ -46,12 +46,20 @@ class CharacterTokenizer(tf.Module):
             int32 Tensor [batch, max_words, max_chars]; all-zero rows pad shorter texts.
         """
         words = tf.strings.split(texts)
-        byte_ids = self.byte_table.lookup(tf.strings.bytes_split(words.flat_values))
+        return words.with_flat_values(self.encode_words(words.flat_values)).to_tensor(default_value=0)
+
+    def encode_words(self, words):
+        """Args:
+            words: string tensor [n], one word each (not split further).
+
+        Returns:
+            int32 Tensor [n, max_chars].
+        """
+        byte_ids = self.byte_table.lookup(tf.strings.bytes_split(words))
         byte_ids = byte_ids[:, : self.max_chars - 2]
         markers = tf.ones_like(byte_ids[:, :1])
         word_ids = tf.concat([markers * BOW_ID, byte_ids, markers * EOW_ID], axis=1)
-        word_ids = word_ids.to_tensor(default_value=PAD_ID, shape=[None, self.max_chars])
-        return words.with_flat_values(word_ids).to_tensor(default_value=0)
+        return word_ids.to_tensor(default_value=PAD_ID, shape=[None, self.max_chars])
 
     def detokenize(self, char_ids):
         """Inverse of `tokenize` up to whitespace and the `max_chars` cut.

@@ -1,0 +1,114 @@
+"""The biLM: PTB perplexity of `pipelines/bilm_ptb.yaml`, and what the biLM adds to sentiment.
+
+Parts (`--jobs`, default all; a run keeps the other parts' figures in `bench/results/bilm.json`):
+
+- ptb: trains `pipelines/bilm_ptb.yaml` and measures test perplexity the standard way (the test set
+  as one stream, state carried, every word and <eos>, full softmax): forward, backward and their
+  geometric mean, with parameters, training time, tokens/s and the character encoder's share of a
+  training step's time.
+
+    SEQAPP_DATA_DIR=../shared/data python bench/bilm.py --jobs ptb         # about 90 minutes on 2 cores
+    SEQAPP_DATA_DIR=../shared/data python bench/bilm.py --jobs ptb --set train.epochs=1 \\
+        --set data.max_train_examples=2000 --work-dir /tmp/bilm_bench --out /tmp/bilm.json  # smoke
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import common
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_value(text):
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def encoder_share(model, batches, repeats=3):
+    """The character CNN's share of a training step's time (forward and gradients), on `batches`."""
+    import tensorflow as tf
+
+    @tf.function
+    def whole(features):
+        with tf.GradientTape() as tape:
+            loss = model.compute_loss(features, None, model(features, training=True), training=True)
+        return tape.gradient(loss, model.trainable_variables)
+
+    @tf.function
+    def encoder(features):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(model.token_encoder(features["chars"]))
+        return tape.gradient(loss, model.token_encoder.trainable_variables)
+
+    timings = {}
+    for name, step in (("whole", whole), ("encoder", encoder)):
+        step(batches[0])
+        started = time.perf_counter()
+        for _ in range(repeats):
+            for batch in batches:
+                step(batch)
+        timings[name] = time.perf_counter() - started
+    return timings["encoder"] / timings["whole"]
+
+
+def ptb(args):
+    from seqapp import config
+    from seqapp import runner
+    from seqapp import tasks
+
+    definition = config.load_definition(ROOT / "pipelines/bilm_ptb.yaml", overrides=args.set)
+    work_dir = Path(args.work_dir) / "ptb"
+    started = time.perf_counter()
+    results = runner.train(definition, work_dir, verbose=2)
+    seconds = time.perf_counter() - started
+    training = json.loads((work_dir / "training.json").read_text())
+    run = runner.load_run(work_dir)
+    inputter = tasks.of(definition).inputter(definition)
+    batches = list(inputter.dataset("train", training=False).take(4))
+    test = results["test"]
+    return {
+        "test_ppl_forward": test["perplexity_forward"], "test_ppl_backward": test["perplexity_backward"],
+        "test_ppl": test["perplexity"], "test_words": test["words"],
+        "validation_ppl_forward": results["validation"]["perplexity_forward"],
+        "validation_ppl_backward": results["validation"]["perplexity_backward"],
+        "parameters": training["parameters"], "train_seconds": training["wall_seconds"],
+        "epochs": training["epochs"], "tokens_per_second": training["tokens_per_second"],
+        "encoder_share_of_step": encoder_share(run.model, batches), "train_evaluate_seconds": seconds,
+        "history": common.training_history(work_dir), "overrides": args.set,
+        "goal": {"test_ppl_forward_le_100": test["perplexity_forward"] <= 100,
+                 "parameters_le_10M": training["parameters"] <= 10_000_000,
+                 "train_seconds_le_7200": training["wall_seconds"] <= 7200},
+    }
+
+
+JOBS = {"ptb": ptb}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", nargs="+", choices=sorted(JOBS), default=sorted(JOBS))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a key of the PTB definition")
+    parser.add_argument("--work-dir", default=str(ROOT / "runs" / "bench_bilm"))
+    parser.add_argument("--out", default=None, help="results file (default bench/results/bilm.json)")
+    args = parser.parse_args()
+    common.data_dir()
+    args.set = {key: parse_value(value) for key, value in (item.split("=", 1) for item in args.set)}
+    out = Path(args.out) if args.out else common.RESULTS / "bilm.json"
+    kept = json.loads(out.read_text()) if out.exists() else {}
+    kept.pop("environment", None)
+    for job in args.jobs:
+        kept[job] = JOBS[job](args)
+        print(json.dumps({job: {k: v for k, v in kept[job].items() if k != "history"}}, indent=2), flush=True)
+    if args.out:
+        out.write_text(json.dumps({**kept, "environment": common.environment()}, indent=2) + "\n")
+    else:
+        common.write("bilm", kept)
+
+
+if __name__ == "__main__":
+    main()
