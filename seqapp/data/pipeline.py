@@ -27,6 +27,9 @@ AUTOTUNE = tf.data.AUTOTUNE
 BATCHING_MODES = ("bucket", "batch_max", "global_max")
 # Inputs that are not token sequences: fixed-shape tensors batched as they are (captioning's images).
 DENSE_FEATURES = ("image",)
+# Inputs padded along with the token ids but not masked by them: each token's word and the words'
+# character ids, for a classifier that reads a character-level biLM (`encode_classification`).
+WORD_FEATURES = ("word_index", "chars")
 # Tokenizing a thousand strings per call amortizes the per-call cost of tf-text ops.
 _TOKENIZE_CHUNK = 1024
 
@@ -52,7 +55,7 @@ def _fit_length(ids, max_length, overlong):
     return ids
 
 
-def encode_classification(examples, tokenizer, *, max_length, overlong="truncate"):
+def encode_classification(examples, tokenizer, *, max_length, overlong="truncate", characters=None):
     """Tokenizes `{"text", "label"}` examples into `{"token_ids", "label"}`.
 
     Args:
@@ -60,15 +63,33 @@ def encode_classification(examples, tokenizer, *, max_length, overlong="truncate
         tokenizer: has `tokenize(strings [batch]) -> RaggedTensor`.
         max_length: the most tokens an example keeps.
         overlong: "truncate" longer texts, or "drop" them.
+        characters: a `CharacterTokenizer`: examples also get `word_index` (each
+            token's word, see `WordPieceTokenizer.tokenize_with_words`) and `chars`
+            (each word's character ids, `[words, max_chars]`).
     """
-    encoded = _tokenize(examples.map(lambda ex: {"text": ex["text"], "label": ex["label"]}), {"text": tokenizer})
+    examples = examples.map(lambda ex: {"text": ex["text"], "label": ex["label"]})
+    if characters is None:
+        encoded = _tokenize(examples, {"text": tokenizer})
+    else:
+        encoded = examples.batch(_TOKENIZE_CHUNK).map(
+            lambda chunk: {**word_features(tokenizer, characters, chunk["text"]), "label": chunk["label"]},
+            num_parallel_calls=AUTOTUNE).unbatch()
     encoded = encoded.map(
-        lambda ex: {"token_ids": _fit_length(ex["text"], max_length, overlong), "label": ex["label"]},
+        lambda ex: {**{key: ex[key][:max_length] for key in WORD_FEATURES if key in ex},
+                    "token_ids": _fit_length(ex["text"], max_length, overlong), "label": ex["label"]},
         num_parallel_calls=AUTOTUNE,
     )
     if overlong == "drop":
         encoded = encoded.filter(lambda ex: tf.size(ex["token_ids"]) <= max_length)
     return encoded
+
+
+def word_features(tokenizer, characters, texts):
+    """`{"text": token ids, "word_index", "chars"}` of a batch of texts, ragged, one row per text
+    (`tokenizer` is a `WordPieceTokenizer`, `characters` a `CharacterTokenizer`)."""
+    ids, word_index, words = tokenizer.tokenize_with_words(texts)
+    return {"text": ids, "word_index": word_index, "chars": words.with_flat_values(
+        characters.encode_words(words.flat_values))}
 
 
 def encode_seq2seq(examples, source_tokenizer, target_tokenizer, *, max_length, overlong="truncate"):
@@ -131,7 +152,7 @@ def _to_features(batch):
     """Splits a padded batch into Keras `(features, labels)`: each `*token_ids` with its
     `*padding_mask` (True on real tokens) and the `DENSE_FEATURES` are the features, the one
     other key the labels."""
-    features = {key: batch[key] for key in DENSE_FEATURES if key in batch}
+    features = {key: batch[key] for key in DENSE_FEATURES + WORD_FEATURES if key in batch}
     (labels,) = [value for key, value in batch.items() if not key.endswith("token_ids") and key not in features]
     for key, ids in batch.items():
         if key.endswith("token_ids"):
@@ -182,7 +203,7 @@ def batch_dataset(
         dataset = batching.bucket_by_length(dataset, buckets, sequence_length, drop_remainder=drop_remainder)
     else:
         width = max_length if mode == "global_max" else None
-        shapes = {key: spec.shape if key in DENSE_FEATURES else [width] * spec.shape.rank
+        shapes = {key: spec.shape if key in DENSE_FEATURES or spec.shape.rank == 0 else [width, *spec.shape[1:]]
                   for key, spec in dataset.element_spec.items()}
         dataset = dataset.padded_batch(batch_size, padded_shapes=shapes, drop_remainder=drop_remainder)
     return dataset.map(_to_features, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)

@@ -26,19 +26,21 @@ def limit(definition, split, examples):
     return examples.take(count) if split == "train" and count else examples
 
 
-def dataset_split(definition, split):
+def dataset_split(definition, split, *, any_task=False):
     """`(examples, features)`: the TFDS split of `definition.data.dataset` that serves as `split`
     (see `data.splits`; a split the dataset has beyond train/validation/test, such as
     `test_compositional`, serves as itself), unbatched and in a fixed order, and the dataset's
     feature dict.
 
+    `any_task`: read another task's dataset too (a language model reads the text of any).
+
     Raises:
-        ConfigError: the dataset is another task's, has no such split, or the
+        ConfigError: the dataset is another task's (unless `any_task`), has no such split, or the
             chosen split or slice is malformed.
     """
     data = definition.data
     task = datasets.TASKS.get(data.dataset.partition("/")[0])
-    if task not in (None, definition.task):
+    if task not in (None, definition.task) and not any_task:
         raise ConfigError(definition.origin, "data.dataset", f"{data.dataset} is a {task} dataset, not {definition.task}")
     builder = datasets.prepare(data.dataset)
     chosen = getattr(data.splits, split, None) if data.splits is not None else None

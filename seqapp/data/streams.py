@@ -7,9 +7,11 @@ vocabulary (the softmax predicts it), so a rare word is `<unk>` only as a target
 """
 
 import dataclasses
+import itertools
 
 import numpy as np
 import tensorflow as tf
+from tensorflow_text.python.ops.bert_tokenizer import BasicTokenizer
 
 from seqapp.tokenizers.characters import CharacterTokenizer
 from seqapp.tokenizers.words import EOS
@@ -37,11 +39,18 @@ class TokenStream:
     ids: np.ndarray
 
     @classmethod
-    def from_lines(cls, lines):
+    def from_lines(cls, lines, split="whitespace", lower_case=False):
+        """Args:
+            lines: an iterable of strings.
+            split: "whitespace" keeps every whitespace-separated word as it is (PTB);
+                "basic" splits punctuation off words, as `WordPieceTokenizer` finds the
+                words a classifier's biLM reads (`split_words`).
+            lower_case: fold case and strip accents (with "basic" only).
+        """
         index = {EOS: 0}
         ids = [0]
-        for line in lines:
-            ids.extend(index.setdefault(word, len(index)) for word in line.split())
+        for words in split_words(lines, split, lower_case):
+            ids.extend(index.setdefault(word, len(index)) for word in words)
             ids.append(0)
         return cls(np.array(list(index), dtype=object), np.array(ids, dtype=np.int32))
 
@@ -55,6 +64,24 @@ class TokenStream:
     def characters(self, max_chars):
         """int32 `[distinct words, max_chars]`: each spelling's `CharacterTokenizer` ids."""
         return CharacterTokenizer(max_chars).encode_words(tf.constant(self.spellings, tf.string)).numpy()
+
+
+def split_words(lines, split="whitespace", lower_case=False, chunk=1024):
+    """Yields each line's words (see `TokenStream.from_lines`)."""
+    if split == "whitespace":
+        yield from (line.split() for line in lines)
+        return
+    lines = iter(lines)
+    while batch := list(itertools.islice(lines, chunk)):
+        for words in words_of(tf.constant(batch, tf.string), split, lower_case).to_list():
+            yield [word.decode("utf-8") for word in words]
+
+
+def words_of(texts, split="whitespace", lower_case=False):
+    """In the graph: string RaggedTensor `[batch, (words)]` of a string tensor `[batch]` (see `split_words`)."""
+    if split == "whitespace":
+        return tf.strings.split(texts)
+    return BasicTokenizer(lower_case=lower_case).tokenize(texts)
 
 
 def windows(stream, vocabulary, *, length, max_chars, batch_size, shuffle_seed=None):

@@ -13,12 +13,16 @@ sequence. LSTM and GRU layers are `PortableLSTM`/`PortableGRU` (never cuDNN).
 """
 
 import keras
+from keras import ops
 
 from seqapp.layers import TCN
 from seqapp.layers import AttentionPooling
+from seqapp.layers import BiLMEncoder
+from seqapp.layers import CharacterCNN
 from seqapp.layers import MaskedPooling
 from seqapp.layers import PortableGRU
 from seqapp.layers import PortableLSTM
+from seqapp.layers import ScalarMix
 
 FAMILIES = ("rnn", "lstm", "gru", "bilstm", "bigru", "tcn")
 _RECURRENT_LAYERS = {
@@ -32,7 +36,7 @@ _RECURRENT_LAYERS = {
 
 def build_classifier(vocab_size, num_classes, *, family="bilstm", embedding_dim=128, units=128, num_layers=1,
                      merge_mode="concat", dropout=0.3, recurrent_dropout=0.0, pooling="last", kernel_size=3,
-                     dilations=(1, 2, 4, 8), causal=True, normalization="layer", name="classifier"):
+                     dilations=(1, 2, 4, 8), causal=True, normalization="layer", bilm=None, name="classifier"):
     """Builds an (uncompiled) sequence classifier.
 
     Args:
@@ -48,11 +52,20 @@ def build_classifier(vocab_size, num_classes, *, family="bilstm", embedding_dim=
         recurrent_dropout: dropout on recurrent connections.
         pooling: "last" (final state), "mean"/"max" over real tokens, or "attention".
         kernel_size, dilations, causal, normalization: the TCN's residual blocks.
+        bilm: None, or an ELMo-style biLM whose layers feed the encoder: a dict of
+            `BiLanguageModel`'s encoder arguments (`filters`, `char_embedding_dim`,
+            `highway_layers`, `projection_dim`, `units`, `num_layers`, `cell_clip`,
+            `projection_clip`), `max_chars`, `mix` ("concat": each token's
+            embedding followed by its word's `ScalarMix` of the biLM's layers;
+            "replace": the mix alone) and `layer_norm` (of each layer, in the mix).
+            The model then also takes `chars` (int32 `[batch, words, max_chars]`)
+            and `word_index` (int32 `[batch, time]`, each token's word).
         name: the model's name.
 
     Returns:
-        A functional `keras.Model` taking `{"token_ids", "padding_mask"}` and
-        returning float32 probabilities of shape `[batch, num_classes]`.
+        A functional `keras.Model` taking `{"token_ids", "padding_mask"}` (and
+        `chars`, `word_index` with a biLM) and returning float32 probabilities of
+        shape `[batch, num_classes]`.
 
     Example:
 
@@ -64,7 +77,12 @@ def build_classifier(vocab_size, num_classes, *, family="bilstm", embedding_dim=
         raise ValueError(f"unknown classifier family {family!r}; expected one of {FAMILIES}")
     token_ids = keras.Input(shape=(None,), dtype="int64", name="token_ids")
     padding_mask = keras.Input(shape=(None,), dtype="bool", name="padding_mask")
+    inputs = {"token_ids": token_ids, "padding_mask": padding_mask}
     x = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")(token_ids)
+    if bilm is not None:
+        inputs["chars"] = keras.Input(shape=(None, bilm["max_chars"]), dtype="int32", name="chars")
+        inputs["word_index"] = keras.Input(shape=(None,), dtype="int32", name="word_index")
+        x = _with_bilm(x, inputs["chars"], inputs["word_index"], **bilm)
     x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
     if family == "tcn":
         x = TCN(units, kernel_size=kernel_size, dilations=dilations, causal=causal, normalization=normalization,
@@ -80,7 +98,19 @@ def build_classifier(vocab_size, num_classes, *, family="bilstm", embedding_dim=
     # else: the recurrent stack already returned its final state.
     x = keras.layers.Dropout(dropout, name="pooled_dropout")(x)
     probabilities = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
-    return keras.Model({"token_ids": token_ids, "padding_mask": padding_mask}, probabilities, name=name)
+    return keras.Model(inputs, probabilities, name=name)
+
+
+def _with_bilm(embedded, chars, word_index, *, max_chars, filters, char_embedding_dim, highway_layers,
+               projection_dim, units, num_layers, cell_clip, projection_clip, mix, layer_norm):
+    """Token embeddings with (or replaced by) each token's word's mix of the biLM's layers."""
+    vectors = CharacterCNN(filters, char_embedding_dim, highway_layers, projection_dim,
+                           name="bilm_token_encoder")(chars)
+    layers = BiLMEncoder(units, projection_dim, num_layers=num_layers, cell_clip=cell_clip,
+                         projection_clip=projection_clip, dropout=0.0, name="bilm_encoder")(vectors)
+    mixed = ScalarMix(num_layers + 1, layer_norm=layer_norm, name="bilm_mix")(layers)
+    per_token = ops.take_along_axis(mixed, ops.expand_dims(word_index, -1), axis=1)
+    return per_token if mix == "replace" else ops.concatenate([embedded, per_token], axis=-1)
 
 
 def _recurrent_stack(x, padding_mask, *, family, units, num_layers, merge_mode, dropout, recurrent_dropout,

@@ -36,6 +36,7 @@ from seqapp.models import classifier
 from seqapp.tasks.base import Run
 from seqapp.tasks.base import Task
 from seqapp.tasks.base import as_text
+from seqapp.tokenizers.characters import CharacterTokenizer
 from seqapp.training import warm_start
 
 
@@ -54,6 +55,30 @@ class ClassificationData(config.DataConfig):
     label_column: str = "label"
 
 
+class BiLMUseConfig(config.Section):
+    """`model.bilm`: a pretrained ELMo-style biLM whose layers feed the classifier (Peters et al. 2018).
+
+    Each token gets its word's `ScalarMix` of the biLM's layers (the character CNN's
+    token vectors and each LSTM layer, forward and backward), concatenated with its
+    embedding or instead of it; words are the tokenizer's (whitespace and punctuation
+    split, case folded with `tokenizer.lower_case`).
+
+    Attributes:
+        run: a finished language-modelling run folder, or a language-modelling
+            definition (`.yaml`) trained first, once, and cached (relative to this
+            definition's folder).
+        mix: "concat" (embedding and mix) or "replace" (the mix alone).
+        trainable: fine-tune the biLM with the classifier; False freezes it (the mix
+            weights and the scale are trained either way).
+        layer_norm: normalize each layer before mixing.
+    """
+
+    run: str
+    mix: Literal["concat", "replace"] = "concat"
+    trainable: bool = False
+    layer_norm: bool = False
+
+
 class ClassifierModelConfig(config.ModelConfig):
     """A sequence classifier (`seqapp.models.classifier.build_classifier`, whose arguments these are).
 
@@ -65,6 +90,7 @@ class ClassifierModelConfig(config.ModelConfig):
         pooling: "last" (final state), "mean"/"max" over real tokens, or "attention".
         kernel_size, dilations, causal, normalization: TCN residual blocks, one
             per dilation; `causal: false` makes each convolution centred.
+        bilm: a pretrained biLM's layers as extra input (`BiLMUseConfig`), or null.
     """
 
     FAMILIES = classifier.FAMILIES
@@ -77,6 +103,7 @@ class ClassifierModelConfig(config.ModelConfig):
     dilations: config.IntTuple = (1, 2, 4, 8)
     causal: bool = True
     normalization: Literal["layer", "batch", "none"] = "layer"
+    bilm: Optional[BiLMUseConfig] = None
 
 
 class ClassificationTrainConfig(config.TrainConfig):
@@ -197,10 +224,17 @@ class ClassificationInputter(Inputter):
             return examples.map(lambda ex: {"text": ex["text"], "label": ex["label"]})
         return _user_examples(definition, split)
 
+    @functools.cached_property
+    def characters(self):
+        """The `CharacterTokenizer` of the words a biLM reads (`model.bilm`), or None."""
+        if self.definition.model.bilm is None:
+            return None
+        return CharacterTokenizer(warm_start.PretrainedBiLM(self.definition).language_model().tokenizer.max_chars)
+
     def encode(self, examples):
         cfg = self.definition.pipeline
         return pipeline.encode_classification(examples, self.tokenizers["text"], max_length=cfg.max_length,
-                                              overlong=cfg.overlong)
+                                              overlong=cfg.overlong, characters=self.characters)
 
 
 def label_names(definition):
@@ -319,11 +353,23 @@ class ClassificationTask(Task):
             starts.append(warm_start.PretrainedEmbeddings(definition, tokenizer, definition.model.embedding_dim))
         if definition.train.init_from is not None:
             starts.append(warm_start.InitFrom(definition, tokenizer, inputter.label_names))
+        if definition.model.bilm is not None:
+            starts.append(warm_start.PretrainedBiLM(definition))
         return starts
 
     def build_model(self, inputter, hp=None):
+        definition = inputter.definition
+        arguments = definition.model.model_dump(exclude={"bilm"})
+        if definition.model.bilm is not None:
+            language_model = warm_start.PretrainedBiLM(definition).language_model()
+            lm, use = language_model.model, definition.model.bilm
+            arguments["bilm"] = dict(
+                max_chars=language_model.tokenizer.max_chars, filters=lm.filters, char_embedding_dim=lm.embedding_dim,
+                highway_layers=lm.highway_layers, projection_dim=lm.projection_dim, units=lm.units,
+                num_layers=lm.num_layers, cell_clip=lm.cell_clip, projection_clip=lm.projection_clip, mix=use.mix,
+                layer_norm=use.layer_norm)
         return classifier.build_classifier(inputter.tokenizers["text"].vocab_size + 1, len(inputter.label_names),
-                                           **inputter.definition.model.model_dump())
+                                           **arguments)
 
     def compile(self, model, definition):
         cfg = definition.train
@@ -341,10 +387,16 @@ class ClassificationTask(Task):
         work_dir = Path(work_dir)
         training = work_dir / "training.json"
         return ClassificationRun(
-            work_dir=work_dir, definition=definition, model=keras.models.load_model(work_dir / "best.keras"),
+            work_dir=work_dir, definition=definition,
+            model=keras.models.load_model(work_dir / "best.keras", compile=False),  # for predictions only
             tokenizers={"text": self.run_tokenizer(definition, work_dir / "vocab.txt")},
             fold=json.loads(training.read_text()).get("fold") if training.exists() else None,
             labels=(work_dir / "labels.txt").read_text(encoding="utf-8").split("\n")[:-1])
+
+    def run_inputter(self, run):
+        inputter = super().run_inputter(run)
+        inputter.characters = _characters(run.model)  # what the model reads, without resolving its biLM run again
+        return inputter
 
     def evaluate(self, run, splits, *, inputter=None, **options):
         _refuse(options)
@@ -364,7 +416,7 @@ class ClassificationTask(Task):
         path, data = files["data"], run.definition.data
         rows = readers.read_text_classification(path, text_column=data.text_column, label_column=data.label_column,
                                                 encoding=data.encoding)  # the format from the file's suffix
-        inputter = self.inputter(run.definition, tokenizers=run.tokenizers)
+        inputter = self.run_inputter(run)
         batches = pipeline.batch_dataset(inputter.encode(_labelled(rows, run.labels, path)), mode="batch_max",
                                          batch_size=run.definition.pipeline.batch_size)
         return {Path(path).name: evaluation.classify(run.model, batches, run.labels)}
@@ -387,9 +439,18 @@ class ClassificationTask(Task):
         model, tokenizer, max_length = run.model, run.tokenizers["text"], run.definition.pipeline.max_length
         classes = tf.constant(run.labels)
 
+        characters = _characters(model)
+
         def predict(texts):
-            ids = tokenizer.tokenize_padded(texts, max_length)
-            probabilities = model({"token_ids": ids, "padding_mask": ids != 0}, training=False)
+            if characters is None:
+                ids = tokenizer.tokenize_padded(texts, max_length)
+                inputs = {"token_ids": ids, "padding_mask": ids != 0}
+            else:
+                features = pipeline.word_features(tokenizer, characters, texts)
+                inputs = {key: _padded(value[:, :max_length]) for key, value in features.items()}
+                ids = inputs.pop("text")
+                inputs.update(token_ids=ids, padding_mask=ids != 0)
+            probabilities = model(inputs, training=False)
             return {
                 "label": tf.gather(classes, tf.argmax(probabilities, axis=-1)),
                 "probabilities": probabilities,
@@ -402,7 +463,7 @@ class ClassificationTask(Task):
             outputs = predict(features["text"])
             return {"classes": outputs["classes"], "scores": outputs["probabilities"]}
 
-        return [model, tokenizer], [
+        return [model, tokenizer, *([characters] if characters is not None else [])], [
             exporters.Signature("serving_default", predict, [tf.TensorSpec([None], tf.string, name="text")]),
             exporters.Signature("classify", classify, [tf.TensorSpec([None], tf.string, name="inputs")],
                                 method_name=exporters.CLASSIFY_METHOD),
@@ -443,6 +504,19 @@ class ClassificationTask(Task):
         return "\n".join(f"  {as_text(label):>4} {[round(float(p), 3) for p in probabilities]}  {text!r}"
                          for text, label, probabilities in zip(inputs["text"], outputs["label"],
                                                                 outputs["probabilities"]))
+
+
+def _characters(model):
+    """The `CharacterTokenizer` a classifier with a biLM reads its words with (its `chars` input's
+    width), or None."""
+    inputs = model.input if isinstance(model.input, dict) else {}
+    return CharacterTokenizer(int(inputs["chars"].shape[-1])) if "chars" in inputs else None
+
+
+def _padded(ragged):
+    """A ragged batch as a dense one, at least one column wide (a batch of empty texts stays a valid input)."""
+    shape = [ragged.nrows(out_type=tf.int32), tf.maximum(tf.cast(ragged.bounding_shape(axis=1), tf.int32), 1)]
+    return ragged.to_tensor(default_value=0, shape=shape + ragged.shape[2:].as_list())
 
 
 def _refuse(options):

@@ -68,11 +68,18 @@ class WordsConfig(config.Section):
         min_count: the fewest occurrences a word needs to be predicted as itself.
         max_chars: characters per word read by the character CNN, markers included
             (ELMo: 50); longer words are cut.
+        split: "whitespace": words as the text spells them (PTB); "basic":
+            punctuation split off too, the words a classifier's `model.bilm` reads
+            (pretrain so for sentiment on raw text such as IMDB's).
+        lower_case: with "basic", fold case and strip accents (as the classifier's
+            `tokenizer.lower_case` does).
     """
 
     vocab_size: int = pydantic.Field(50000, ge=3)
     min_count: int = pydantic.Field(1, ge=1)
     max_chars: int = pydantic.Field(50, ge=3)
+    split: Literal["whitespace", "basic"] = "whitespace"
+    lower_case: bool = False
 
 
 class StreamConfig(config.Section):
@@ -142,6 +149,8 @@ class LanguageModelingDefinition(config.Definition):
     model: BiLMModelConfig = BiLMModelConfig()
 
     def check(self, source):
+        if self.tokenizer.lower_case and self.tokenizer.split != "basic":
+            raise ConfigError(source, "tokenizer.lower_case", "folds case with `split: basic` only")
         widest = max(width for width, _ in self.model.filters)
         if widest > self.tokenizer.max_chars:
             raise ConfigError(source, "model.filters", f"a width of {widest} does not fit words of "
@@ -162,11 +171,13 @@ class LanguageModelingInputter(Inputter):
         """`{"words": WordVocabulary}` of the training split, learned once and cached."""
         cfg = self.definition.tokenizer
         key = json.dumps({"data": sources.identity(self.definition), "vocab_size": cfg.vocab_size,
-                          "min_count": cfg.min_count}, sort_keys=True)
+                          "min_count": cfg.min_count, "split": cfg.split, "lower_case": cfg.lower_case}, sort_keys=True)
         path = settings.cache_dir() / "words" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.txt"
         if not path.exists():
             print(f"Counting the words of the training split for a {cfg.vocab_size}-word vocabulary ...", flush=True)
-            words = word_vocabulary.learn_word_vocabulary(self.lines("train"), cfg.vocab_size, min_count=cfg.min_count)
+            words = word_vocabulary.learn_word_vocabulary(
+                (" ".join(words) for words in streams.split_words(self.lines("train"), cfg.split, cfg.lower_case)),
+                cfg.vocab_size, min_count=cfg.min_count)
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic.atomic_path(path) as tmp:
                 word_vocabulary.write_word_vocabulary(words, tmp)
@@ -175,7 +186,7 @@ class LanguageModelingInputter(Inputter):
     def raw_examples(self, split):
         definition = self.definition
         if definition.data.dataset is not None:
-            examples, features = sources.dataset_split(definition, split)
+            examples, features = sources.dataset_split(definition, split, any_task=True)  # labels never read
             if "text" not in features:
                 raise ConfigError(definition.origin, "data.dataset", f"{definition.data.dataset} has no text feature")
             return examples.map(lambda ex: {"text": ex["text"]})
@@ -190,7 +201,8 @@ class LanguageModelingInputter(Inputter):
         """The split as one `TokenStream`, read once."""
         if split not in self._streams:
             sources.check_split(self.definition, split)
-            self._streams[split] = streams.TokenStream.from_lines(self.lines(split))
+            cfg = self.definition.tokenizer
+            self._streams[split] = streams.TokenStream.from_lines(self.lines(split), cfg.split, cfg.lower_case)
         return self._streams[split]
 
     def lengths(self, split):
@@ -311,7 +323,8 @@ class LanguageModelingTask(Task):
 
     def load_run(self, work_dir, definition):
         work_dir = Path(work_dir)
-        return Run(work_dir=work_dir, definition=definition, model=keras.models.load_model(work_dir / "best.keras"),
+        return Run(work_dir=work_dir, definition=definition,
+                   model=keras.models.load_model(work_dir / "best.keras", compile=False),
                    tokenizers={"words": word_vocabulary.WordVocabulary(work_dir / "words.txt")})
 
     def evaluate(self, run, splits, *, inputter=None, **options):
@@ -334,7 +347,8 @@ class LanguageModelingTask(Task):
             raise SeqappError("a language-modelling run is evaluated on --split or on --data FILE (plain text, "
                               "one sentence or document a line)")
         rows = readers.read_plain_text(files["data"], encoding=run.definition.data.encoding)
-        stream = streams.TokenStream.from_lines(row["text"] for row in rows)
+        cfg = run.definition.tokenizer
+        stream = streams.TokenStream.from_lines((row["text"] for row in rows), cfg.split, cfg.lower_case)
         return {Path(files["data"]).name: stream_metrics(run.model, stream, run.tokenizers["words"], run.definition)}
 
     def format_metrics(self, results, work_dir):
@@ -363,7 +377,8 @@ class LanguageModelingTask(Task):
             return outputs
 
         def from_text(text):
-            return elmo(tokenizer.tokenize(text))
+            words = streams.words_of(text, cfg.tokenizer.split, cfg.tokenizer.lower_case)
+            return elmo(words.with_flat_values(tokenizer.encode_words(words.flat_values)).to_tensor())
 
         def from_tokens(tokens, sequence_len):
             shape = tf.shape(tokens)

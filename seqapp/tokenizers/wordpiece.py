@@ -123,6 +123,33 @@ class WordPieceTokenizer(tf.Module):
         """
         return self._bert.tokenize(texts).merge_dims(-2, -1)
 
+    def tokenize_with_words(self, texts):
+        """Tokenizes a batch of strings and says which word each token belongs to.
+
+        Words are the basic tokenizer's (whitespace and punctuation split, case folded
+        when `lower_case`), the ones WordPiece splits further; a model that reads words
+        (a character-level biLM) and one that reads tokens meet through `word_index`.
+
+        Args:
+            texts: string tensor of shape [batch].
+
+        Returns:
+            `(token_ids, word_index, words)`: int64 RaggedTensor [batch, (tokens)], int32
+            RaggedTensor [batch, (tokens)] (the index of each token's word in its text) and
+            string RaggedTensor [batch, (words)].
+
+        Example:
+        >>> ids, index, words = tokenizer.tokenize_with_words(["Unbelievably good."])
+        >>> index.to_list(), words.to_list()   # "unbelievably" -> 3 pieces
+        ([[0, 0, 0, 1, 2]], [[b'unbelievably', b'good', b'.']])
+        """
+        pieces = self._bert.tokenize(texts)  # [batch, (words), (pieces)]
+        words = self._basic.tokenize(texts)
+        per_word = tf.ragged.range(tf.cast(pieces.row_lengths(axis=1), tf.int32))  # [batch, (words)]
+        index = tf.repeat(per_word.flat_values, pieces.values.row_lengths())
+        word_index = tf.RaggedTensor.from_row_lengths(index, pieces.merge_dims(-2, -1).row_lengths())
+        return pieces.merge_dims(-2, -1), word_index, words
+
     def tokenize_padded(self, texts, max_length):
         """Tokenizes, truncates to `max_length` and pads with 0 into a dense tensor.
 

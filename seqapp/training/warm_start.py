@@ -9,6 +9,7 @@ definition (`Task.warm_starts`).
 
 - `PretrainedEmbeddings`: word2vec vectors for the token embedding (`seqapp.embeddings`).
 - `InitFrom`: every layer of another run's model with the same name and weight shapes.
+- `PretrainedBiLM`: a classifier's character CNN and biLM LSTMs from a language-modelling run.
 """
 
 import hashlib
@@ -87,34 +88,86 @@ class InitFrom(WarmStart):
 
 
 def initial_run(definition):
-    """The finished run folder `train.init_from` names. A definition file there is trained
-    first, once, into `SEQAPP_CACHE_DIR/init_runs/` (keyed by its settings and data); it is
+    """The finished run folder `train.init_from` names (see `trained_run`)."""
+    return trained_run(definition, definition.train.init_from, "train.init_from")
+
+
+def trained_run(definition, reference, key):
+    """The finished run folder `reference` names: a run folder, or a definition file that is then
+    trained first, once, into `SEQAPP_CACHE_DIR/init_runs/` (keyed by its settings and data); it is
     trained in a temporary folder and renamed into place, so a run found there is whole.
+
+    Args:
+        definition: the definition that refers to it (relative paths start at its folder).
+        reference: the path it gives.
+        key: the key that gives it, for errors.
 
     Raises:
         ConfigError: the path is neither a run folder with a trained model nor a definition.
     """
     from seqapp import runner  # the runner trains; it also calls this module
 
-    path = Path(definition.base_dir, definition.train.init_from)
+    path = Path(definition.base_dir, reference)
     if path.is_dir():
         if not (path / "best.keras").exists():
-            raise ConfigError(definition.origin, "train.init_from", f"{path} holds no trained model (best.keras)")
+            raise ConfigError(definition.origin, key, f"{path} holds no trained model (best.keras)")
         return path
     if not path.is_file():
-        raise ConfigError(definition.origin, "train.init_from",
-                          f"{path} is neither a run folder nor a pipeline definition")
+        raise ConfigError(definition.origin, key, f"{path} is neither a run folder nor a pipeline definition")
     source = config.load_definition(path)
     if getattr(source.train, "init_from", None) is not None:  # keeps the cache key whole (and rules out cycles)
-        raise ConfigError(path, "train.init_from", "a definition used as another's init_from starts at random")
-    key = json.dumps({"definition": source.model_dump(mode="json", exclude={"origin", "base_dir"}),
-                      "data": sources.identity(source)}, sort_keys=True)
-    work_dir = settings.cache_dir() / "init_runs" / hashlib.sha256(key.encode()).hexdigest()[:16]
+        raise ConfigError(path, "train.init_from", "a definition used as another's starting point starts at random")
+    cache_key = json.dumps({"definition": source.model_dump(mode="json", exclude={"origin", "base_dir"}),
+                            "data": sources.identity(source)}, sort_keys=True)
+    work_dir = settings.cache_dir() / "init_runs" / hashlib.sha256(cache_key.encode()).hexdigest()[:16]
     if not work_dir.exists():
-        print(f"Training {path} first (train.init_from of {definition.origin}) for {work_dir} ...", flush=True)
+        print(f"Training {path} first ({key} of {definition.origin}) for {work_dir} ...", flush=True)
         with atomic.atomic_path(work_dir, directory=True) as tmp:
             runner.train(source, tmp)
     return work_dir
+
+
+class PretrainedBiLM(WarmStart):
+    """A classifier's biLM layers start from a language-modelling run (`model.bilm.run`).
+
+    The run is a finished language-modelling run folder, or a definition trained
+    first, once, and cached (`trained_run`). Its character CNN and LSTM stacks
+    are copied into the classifier's `bilm_token_encoder` and `bilm_encoder`
+    layers, frozen unless `model.bilm.trainable`.
+
+    Args:
+        definition: a classification definition whose `model.bilm` is set.
+    """
+
+    LAYERS = {"bilm_token_encoder": "token_encoder", "bilm_encoder": "encoder"}
+
+    def __init__(self, definition):
+        self.definition = definition
+        self.run_dir = None
+
+    def resolve(self):
+        self.run_dir = trained_run(self.definition, self.definition.model.bilm.run, "model.bilm.run")
+        return self.run_dir
+
+    def language_model(self):
+        """The run's definition (its architecture) — the run is resolved first if it is not yet."""
+        from seqapp import runner
+
+        definition = runner.run_definition(self.run_dir or self.resolve())
+        if definition.task != "language_modeling":
+            raise ConfigError(self.definition.origin, "model.bilm.run", f"{self.run_dir} is a {definition.task} run, "
+                              "not a language model")
+        return definition
+
+    def apply(self, model):
+        source = keras.models.load_model(Path(self.run_dir) / "best.keras", compile=False)
+        for name, attribute in self.LAYERS.items():
+            layer = model.get_layer(name)
+            layer.set_weights(getattr(source, attribute).get_weights())
+            layer.trainable = self.definition.model.bilm.trainable
+        print(f"Starting the biLM layers from {self.run_dir} "
+              f"({'fine-tuned' if self.definition.model.bilm.trainable else 'frozen'})", flush=True)
+        return list(self.LAYERS)
 
 
 def copy_layers(model, run_dir, tokenizer, labels, origin):
