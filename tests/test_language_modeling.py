@@ -97,3 +97,70 @@ def test_token_stream_from_lines_targets_and_characters(tmp_path):
     np.testing.assert_array_equal(chars, CharacterTokenizer(MAX_CHARS).encode_words(
         tf.constant(["<eos>", "the", "cat", "sat", "dog", "<unk>"])).numpy())
     assert _spell(chars).tolist() == stream.spellings.tolist()
+
+
+LINES = ["the cat sat on the mat", "a dog ran", "the dog sat on a log today", "cats nap"]
+
+
+def _window_batches(dataset):
+    return [{key: value.numpy() for key, value in batch.items()} for batch in dataset]
+
+
+def test_windows_targets_count_cardinality_and_order(tmp_path):
+    vocabulary = _vocabulary(tmp_path, LINES[:2], vocab_size=8)  # some words of the stream are <unk>
+    stream = streams.TokenStream.from_lines(LINES)
+    assert len(stream) == 23
+    length, batch_size = 3, 2
+    count = (len(stream) - 2) // length
+    assert count == 7
+    words = stream.spellings[stream.ids]
+    targets = stream.targets(vocabulary)
+    assert (targets == 0).any()  # <unk> targets are part of the check
+    dataset = streams.windows(stream, vocabulary, length=length, max_chars=MAX_CHARS, batch_size=batch_size)
+    assert int(dataset.cardinality()) == math.ceil(count / batch_size) == 4
+    batches = _window_batches(dataset)
+    assert len(batches) == int(dataset.cardinality())
+    assert [len(batch["chars"]) for batch in batches] == [2, 2, 2, 1]
+    seen = []
+    for batch in batches:
+        assert batch["chars"].shape[1:] == (length, MAX_CHARS)
+        for chars, forward, backward in zip(batch["chars"], batch["forward_targets"], batch["backward_targets"]):
+            spelled = _spell(chars).tolist()
+            # Find the window's place in the stream from its words (windows start at 1, 1 + length, ...).
+            (start,) = [s for s in range(1, len(stream) - length) if words[s:s + length].tolist() == spelled
+                        and (s - 1) % length == 0]
+            seen.append(start)
+            np.testing.assert_array_equal(forward, targets[start + 1:start + 1 + length])
+            np.testing.assert_array_equal(backward, targets[start - 1:start - 1 + length])
+    # No shuffling: the windows come in stream order, each once.
+    assert seen == [1 + length * k for k in range(count)]
+
+
+def test_windows_shuffle_is_seeded_and_reshuffled_each_epoch(tmp_path):
+    lines = [" ".join(f"w{3 * k + i}" for i in range(3)) for k in range(8)]  # distinct words: windows are unique
+    vocabulary = _vocabulary(tmp_path, lines)
+    stream = streams.TokenStream.from_lines(lines)
+    args = dict(length=2, max_chars=MAX_CHARS, batch_size=4)
+
+    def order(dataset):
+        return [tuple(row) for batch in dataset for row in batch["forward_targets"].numpy()]
+
+    in_order = order(streams.windows(stream, vocabulary, shuffle_seed=None, **args))
+    shuffled = streams.windows(stream, vocabulary, shuffle_seed=3, **args)
+    first, second = order(shuffled), order(shuffled)
+    assert len(first) == len(in_order) == (len(stream) - 2) // 2
+    assert sorted(first) == sorted(second) == sorted(in_order)
+    assert first != in_order
+    assert first != second  # a new order each epoch
+    keras.utils.set_random_seed(0)
+    again = streams.windows(stream, vocabulary, shuffle_seed=3, **args)
+    assert order(again) == first  # the same seed gives the same epochs
+    assert order(again) == second
+
+
+def test_windows_refuse_a_stream_too_short(tmp_path):
+    vocabulary = _vocabulary(tmp_path, LINES)
+    stream = streams.TokenStream.from_lines(["a b"])  # <eos> a b <eos>: 4 tokens
+    assert len(streams.windows(stream, vocabulary, length=2, max_chars=MAX_CHARS, batch_size=1)) == 1
+    with pytest.raises(ValueError, match="too few for one window of 3"):
+        streams.windows(stream, vocabulary, length=3, max_chars=MAX_CHARS, batch_size=1)
