@@ -164,3 +164,90 @@ def test_windows_refuse_a_stream_too_short(tmp_path):
     assert len(streams.windows(stream, vocabulary, length=2, max_chars=MAX_CHARS, batch_size=1)) == 1
     with pytest.raises(ValueError, match="too few for one window of 3"):
         streams.windows(stream, vocabulary, length=3, max_chars=MAX_CHARS, batch_size=1)
+
+
+# ---------------------------------------------------------------- the biLM's causality and padding
+
+PROJECTION, UNITS = 8, 16
+
+
+def _tiny_model(vocab_size=12, **overrides):
+    model = BiLanguageModel(vocab_size, **{"filters": ((1, 4), (2, 4)), "char_embedding_dim": 4,
+                                           "projection_dim": PROJECTION, "units": UNITS, "dropout": 0.0,
+                                           **overrides})
+    model.build({"chars": (None, None, MAX_CHARS)})
+    return model
+
+
+def _halves(layers):
+    """Each LSTM layer's forward and backward halves, numpy."""
+    return [(np.asarray(layer)[..., :PROJECTION], np.asarray(layer)[..., PROJECTION:]) for layer in layers[1:]]
+
+
+def _assert_causal(before, after, t):
+    for (forward_0, backward_0), (forward_1, backward_1) in zip(_halves(before), _halves(after)):
+        np.testing.assert_array_equal(forward_1[:, :t], forward_0[:, :t])
+        np.testing.assert_array_equal(backward_1[:, t + 1:], backward_0[:, t + 1:])
+        assert np.abs(forward_1[:, t] - forward_0[:, t]).max() > 1e-6
+        assert np.abs(backward_1[:, t] - backward_0[:, t]).max() > 1e-6
+
+
+@pytest.mark.parametrize("t", [0, 3, 6])
+def test_encoder_forward_reads_the_past_and_backward_the_future(t):
+    encoder = BiLMEncoder(UNITS, PROJECTION, num_layers=2, dropout=0.0)
+    inputs = np.random.default_rng(1).normal(size=(2, 7, PROJECTION)).astype("float32")
+    changed = inputs.copy()
+    changed[:, t] += 1.0
+    before, after = encoder(inputs), encoder(changed)
+    assert len(before) == 3 and all(layer.shape == (2, 7, 2 * PROJECTION) for layer in before)
+    np.testing.assert_array_equal(before[0], np.concatenate([inputs, inputs], -1))
+    _assert_causal(before, after, t)
+
+
+def test_language_model_layers_are_causal_in_words():
+    model = _tiny_model()
+    tokenizer = CharacterTokenizer(MAX_CHARS)
+    before, mask = model.layers_of(tokenizer.tokenize(["the cat sat on the mat"]))
+    after, _ = model.layers_of(tokenizer.tokenize(["the cat dog on the mat"]))
+    assert np.asarray(mask).all()
+    _assert_causal(before, after, 2)
+    # The model's outputs are the top layer's halves.
+    outputs = model({"chars": tokenizer.tokenize(["the cat sat on the mat"])})
+    np.testing.assert_allclose(outputs["forward"], _halves(before)[-1][0], atol=1e-6)
+    np.testing.assert_allclose(outputs["backward"], _halves(before)[-1][1], atol=1e-6)
+
+
+def test_encoder_padding_is_never_read():
+    encoder = BiLMEncoder(UNITS, PROJECTION, num_layers=2, dropout=0.0)
+    rng = np.random.default_rng(2)
+    inputs = rng.normal(size=(2, 7, PROJECTION)).astype("float32")
+    mask = np.array([[True] * 7, [True] * 4 + [False] * 3])
+    batched = [np.asarray(layer) for layer in encoder(inputs, mask=mask)]
+    alone = [np.asarray(layer) for layer in encoder(inputs[1:, :4])]
+    noisy = inputs.copy()
+    noisy[1, 4:] = rng.normal(size=(3, PROJECTION)) * 10
+    renoised = [np.asarray(layer) for layer in encoder(noisy, mask=mask)]
+    for layer, single, again in zip(batched, alone, renoised):
+        np.testing.assert_allclose(layer[1, :4], single[0], atol=1e-6, rtol=0)
+        np.testing.assert_array_equal(layer[1, 4:], 0.0)
+        np.testing.assert_array_equal(again, layer)
+    # The longer sequence is not touched by the shorter one's padding either.
+    full = [np.asarray(layer) for layer in encoder(inputs[:1])]
+    for layer, single in zip(batched, full):
+        np.testing.assert_allclose(layer[0], single[0], atol=1e-6, rtol=0)
+
+
+def test_language_model_padding_words_change_nothing():
+    model = _tiny_model()
+    tokenizer = CharacterTokenizer(MAX_CHARS)
+    alone, alone_mask = model.layers_of(tokenizer.tokenize(["a cat sat"]))
+    batched, mask = model.layers_of(tokenizer.tokenize(["the big dog ran off fast", "a cat sat"]))
+    np.testing.assert_array_equal(mask, [[True] * 6, [True] * 3 + [False] * 3])
+    chars = tokenizer.tokenize(["a cat sat"]).numpy()
+    padded, _ = model.layers_of(np.concatenate([chars, np.zeros([1, 4, MAX_CHARS], "int32")], axis=1))
+    for single, layer, extended in zip(alone, batched, padded):
+        single, layer, extended = np.asarray(single), np.asarray(layer), np.asarray(extended)
+        np.testing.assert_allclose(layer[1, :3], single[0], atol=1e-6, rtol=0)
+        np.testing.assert_array_equal(layer[1, 3:], 0.0)
+        np.testing.assert_allclose(extended[0, :3], single[0], atol=1e-6, rtol=0)
+        np.testing.assert_array_equal(extended[0, 3:], 0.0)
