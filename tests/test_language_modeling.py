@@ -251,3 +251,94 @@ def test_language_model_padding_words_change_nothing():
         np.testing.assert_array_equal(layer[1, 3:], 0.0)
         np.testing.assert_allclose(extended[0, :3], single[0], atol=1e-6, rtol=0)
         np.testing.assert_array_equal(extended[0, 3:], 0.0)
+
+
+# ---------------------------------------------------------------- stream perplexity
+
+PPL_LINES = ["the cat sat on the mat", "a dog ran after the cat", "the bird sang", "zebras graze far away",
+             "the dog sat", "a cat ran on the mat today", "birds sing"]
+
+
+def _log_softmax(logits):
+    shifted = logits - logits.max(-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+
+
+def _by_hand(model, stream, vocabulary, direction, parts=None):
+    """Perplexity of one direction reading the whole stream in one call per part (each from a zero
+    state; default: one part), the full softmax in numpy. `parts`: `(start, end)` input positions."""
+    ids, targets = stream.ids, stream.targets(vocabulary)
+    if direction == "backward":
+        ids, targets = ids[::-1], targets[::-1]
+    words = len(ids) - 1
+    nll = 0.0
+    for start, end in parts or [(0, words)]:
+        chars = stream.characters(MAX_CHARS)[ids[start:end]][None]
+        vectors, mask = model.tokens(chars)
+        outputs, _ = model.encoder.run_direction(direction, vectors, mask)
+        log_probs = _log_softmax(np.asarray(model.softmax(outputs[-1]), "float64"))[0]
+        nll -= log_probs[np.arange(end - start), targets[start + 1:end + 1]].sum()
+    return math.exp(nll / words), nll
+
+
+@pytest.fixture(scope="module")
+def perplexity_setup(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    vocabulary = _vocabulary(tmp_path_factory.mktemp("ppl"), PPL_LINES[:4], vocab_size=12)
+    assert vocabulary.vocab_size == 12
+    stream = streams.TokenStream.from_lines(PPL_LINES)
+    assert 38 <= len(stream) <= 45 and (stream.targets(vocabulary) == 0).any()
+    return _tiny_model(vocabulary.vocab_size), stream, vocabulary
+
+
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_stream_perplexity_carries_the_state_across_segments(perplexity_setup, direction):
+    model, stream, vocabulary = perplexity_setup
+    expected, nll = _by_hand(model, stream, vocabulary, direction)
+    assert 2.0 < expected < 100.0  # random weights: far from certain, far from infinite
+    result = language_modeling.stream_perplexity(model, stream, vocabulary, direction=direction, segment=5,
+                                                 max_chars=MAX_CHARS)
+    assert result["words"] == len(stream) - 1
+    assert result["perplexity"] == pytest.approx(expected, rel=1e-4)
+    assert result["nll"] == pytest.approx(nll, rel=1e-4)
+    for segment in (3, 7):
+        other = language_modeling.stream_perplexity(model, stream, vocabulary, direction=direction,
+                                                    segment=segment, max_chars=MAX_CHARS)
+        assert other["perplexity"] == pytest.approx(expected, rel=1e-4), segment
+    words = len(stream) - 1
+    for parallel in (2, 3):
+        result = language_modeling.stream_perplexity(model, stream, vocabulary, direction=direction, segment=5,
+                                                     max_chars=MAX_CHARS, parallel=parallel)
+        assert result["words"] == words
+        assert math.isfinite(result["perplexity"]) and result["perplexity"] > 1.0
+        # Contiguous parts, each from a zero state; the last part also reads the remainder.
+        part = words // parallel
+        cuts = [(k * part, (k + 1) * part) for k in range(parallel - 1)] + [((parallel - 1) * part, words)]
+        assert result["perplexity"] == pytest.approx(_by_hand(model, stream, vocabulary, direction, cuts)[0],
+                                                     rel=1e-4), parallel
+    assert words % 3 and not words % 2  # parallel=3 leaves a remainder, 2 does not
+
+
+def test_stream_perplexity_directions_differ_and_metrics_combine_them(perplexity_setup):
+    model, stream, vocabulary = perplexity_setup
+    forward, forward_nll = _by_hand(model, stream, vocabulary, "forward")
+    backward, backward_nll = _by_hand(model, stream, vocabulary, "backward")
+    assert abs(forward - backward) > 1e-3
+    definition = config.validate({
+        "task": "language_modeling", "data": {"format": "text", "train": "unused.txt"},
+        "tokenizer": {"vocab_size": 12, "max_chars": MAX_CHARS}, "pipeline": {"window": 4},
+        "model": {"filters": [[1, 4], [2, 4]], "projection_dim": PROJECTION, "units": UNITS}})
+    metrics = language_modeling.stream_metrics(model, stream, vocabulary, definition)
+    assert metrics["words"] == len(stream) - 1 and metrics["eval_streams"] == 1
+    assert metrics["perplexity_forward"] == pytest.approx(forward, rel=1e-4)
+    assert metrics["perplexity_backward"] == pytest.approx(backward, rel=1e-4)
+    words = len(stream) - 1
+    assert metrics["perplexity"] == pytest.approx(math.exp((forward_nll + backward_nll) / (2 * words)), rel=1e-4)
+
+
+def test_stream_perplexity_refuses_more_parts_than_words(perplexity_setup):
+    model, _, vocabulary = perplexity_setup
+    stream = streams.TokenStream.from_lines(["the cat"])  # 4 tokens, 3 predictions
+    with pytest.raises(ValueError, match="cannot be read as 4 parts"):
+        language_modeling.stream_perplexity(model, stream, vocabulary, direction="forward", segment=2,
+                                            max_chars=MAX_CHARS, parallel=4)
