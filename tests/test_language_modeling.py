@@ -342,3 +342,50 @@ def test_stream_perplexity_refuses_more_parts_than_words(perplexity_setup):
     with pytest.raises(ValueError, match="cannot be read as 4 parts"):
         language_modeling.stream_perplexity(model, stream, vocabulary, direction="forward", segment=2,
                                             max_chars=MAX_CHARS, parallel=4)
+
+
+# ---------------------------------------------------------------- definitions
+
+CORPUS = ["the quick fox jumps", "a lazy dog sleeps here", "birds sing at dawn"]
+
+
+def _definition(tmp_path, **sections):
+    corpus = tmp_path / "corpus.txt"
+    if not corpus.exists():
+        corpus.write_text("".join(f"{line}\n" for line in CORPUS * 30), encoding="utf-8")
+    raw = {
+        "task": "language_modeling",
+        "seed": 3,
+        "data": {"format": "text", "train": "corpus.txt", "validation": "corpus.txt", "test": "corpus.txt"},
+        "tokenizer": {"vocab_size": 50, "max_chars": 12},
+        "pipeline": {"window": 8, "batch_size": 8},
+        "model": {"filters": [[1, 8], [2, 8]], "projection_dim": 16, "units": 32, "dropout": 0.0},
+        "train": {"epochs": 15, "learning_rate": 0.01, "early_stopping_patience": 20},
+        "base_dir": str(tmp_path),
+    }
+    for section, values in sections.items():
+        raw[section] = values if values is None or not isinstance(raw.get(section), dict) else {
+            **raw[section], **values}
+    return config.validate({key: value for key, value in raw.items() if value is not None})
+
+
+@pytest.mark.parametrize("sections, key, reason", [
+    ({"model": {"filters": [[1, 8], [13, 8]]}}, "model.filters", "width of 13 does not fit"),
+    ({"model": {"units": 32, "hidden": 4}}, "model.hidden", "Extra inputs are not permitted"),
+    ({"data": {"format": "csv"}}, "data.format", "text"),
+    ({"model": {"filters": [[0, 8]]}}, "model.filters", r"\[width, count\]"),
+    ({"tokenizer": {"vocab_size": 2}}, "tokenizer.vocab_size", "greater than or equal to 3"),
+    ({"pipeline": {"max_length": 16}}, "pipeline.max_length", "Extra inputs"),
+])
+def test_configuration_errors_name_the_key(tmp_path, sections, key, reason):
+    with pytest.raises(ConfigError, match=reason) as error:
+        _definition(tmp_path, **sections)
+    assert error.value.key == key, str(error.value)
+    assert f": {key}: " in str(error.value)
+
+
+def test_a_filter_as_wide_as_the_words_is_accepted(tmp_path):
+    definition = _definition(tmp_path, model={"filters": [[1, 8], [12, 8]]})
+    assert definition.model.filters == ((1, 8), (12, 8))
+    model = language_modeling.build_model(definition, 20)
+    assert model({"chars": np.ones([1, 3, 12], "int32")})["forward"].shape == (1, 3, 16)
