@@ -346,7 +346,9 @@ def test_stream_perplexity_refuses_more_parts_than_words(perplexity_setup):
 
 # ---------------------------------------------------------------- definitions
 
-CORPUS = ["the quick fox jumps", "a lazy dog sleeps here", "birds sing at dawn"]
+# 4 + 5 + 3 words and three <eos>: a period of 15 tokens, prime to the window of 8, so windows start at
+# every phase of the cycle (a period dividing the window would let the model learn positions, not words).
+CORPUS = ["the quick fox jumps", "a lazy dog sleeps here", "birds sing loudly"]
 
 
 def _definition(tmp_path, **sections):
@@ -360,7 +362,7 @@ def _definition(tmp_path, **sections):
         "tokenizer": {"vocab_size": 50, "max_chars": 12},
         "pipeline": {"window": 8, "batch_size": 8},
         "model": {"filters": [[1, 8], [2, 8]], "projection_dim": 16, "units": 32, "dropout": 0.0},
-        "train": {"epochs": 15, "learning_rate": 0.01, "early_stopping_patience": 20},
+        "train": {"epochs": 10, "learning_rate": 0.01, "early_stopping_patience": 20},
         "base_dir": str(tmp_path),
     }
     for section, values in sections.items():
@@ -389,3 +391,51 @@ def test_a_filter_as_wide_as_the_words_is_accepted(tmp_path):
     assert definition.model.filters == ((1, 8), (12, 8))
     model = language_modeling.build_model(definition, 20)
     assert model({"chars": np.ones([1, 3, 12], "int32")})["forward"].shape == (1, 3, 16)
+
+
+# ---------------------------------------------------------------- a tiny corpus end to end
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, seqapp_cache_dir):
+    """`(run folder, results)` of the tiny repeated corpus trained once; read it, never write to it."""
+    keras.utils.set_random_seed(0)
+    tmp_path = tmp_path_factory.mktemp("lm")
+    results = runner.train(_definition(tmp_path), tmp_path / "run", verbose=0)
+    return tmp_path / "run", results
+
+
+def test_a_repeated_corpus_is_learned_to_near_one_perplexity(trained):
+    work_dir, results = trained
+    stream = streams.TokenStream.from_lines(CORPUS * 30)
+    for split in ("validation", "test"):
+        metrics = results[split]
+        assert metrics["words"] == len(stream) - 1, metrics
+        assert metrics["perplexity_forward"] < 1.5, metrics
+        assert metrics["perplexity_backward"] < 1.5, metrics
+        assert 1.0 <= metrics["perplexity"] < 1.5, metrics
+    assert (work_dir / "best.keras").is_file()
+    words = (work_dir / "words.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    assert words[:2] == ["<unk>", "<eos>"] and sorted(words[2:]) == sorted({w for l in CORPUS for w in l.split()})
+    saved = json.loads((work_dir / "metrics.json").read_text())
+    assert saved["test"]["perplexity_forward"] == pytest.approx(results["test"]["perplexity_forward"])
+
+
+def test_eval_on_a_user_file_prints_its_perplexity(trained, tmp_path, capsys):
+    from seqapp.cli import main as cli_main
+
+    work_dir = tmp_path / "run"
+    shutil.copytree(trained[0], work_dir)  # eval may write metrics.json; the shared run stays as trained
+    (tmp_path / "mine.txt").write_text("the quick fox jumps\na lazy dog sleeps here\n\nunseen words\n",
+                                       encoding="utf-8")
+    assert cli_main(["eval", "--work-dir", str(work_dir), "--data", str(tmp_path / "mine.txt")]) == 0
+    printed = capsys.readouterr().out
+    # <eos> + 4 + <eos> + 5 + <eos> + 2 + <eos> = 15 tokens, 14 predicted words; the blank line is skipped.
+    match = re.search(r"mine\.txt: perplexity (\d+\.\d\d) \(forward (\d+\.\d\d), backward (\d+\.\d\d); "
+                      r"14 words, full softmax, state carried\)", printed)
+    assert match, printed
+    assert all(1.0 <= float(value) < 1e4 for value in match.groups())
+    assert cli_main(["eval", "--work-dir", str(work_dir), "--split", "test"]) == 0
+    assert re.search(r"test: perplexity 1\.\d\d \(forward 1\.\d\d, backward 1\.\d\d; ", capsys.readouterr().out)
+    assert cli_main(["eval", "--work-dir", str(work_dir), "--beam-size", "2"]) == 2
+    assert "--beam-size" in capsys.readouterr().err
