@@ -439,3 +439,45 @@ def test_eval_on_a_user_file_prints_its_perplexity(trained, tmp_path, capsys):
     assert re.search(r"test: perplexity 1\.\d\d \(forward 1\.\d\d, backward 1\.\d\d; ", capsys.readouterr().out)
     assert cli_main(["eval", "--work-dir", str(work_dir), "--beam-size", "2"]) == 2
     assert "--beam-size" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    path = runner.export(trained[0], tmp_path_factory.mktemp("export") / "elmo")
+    assert (path / "saved_model.pb").is_file()
+    return tf.saved_model.load(str(path))
+
+
+def test_export_serves_elmo_layers_of_the_right_shapes(exported):
+    texts = ["the quick fox jumps", "birds sing", "a lazy dog sleeps here"]
+    outputs = exported.signatures["serving_default"](text=tf.constant(texts))
+    assert set(outputs) == {"elmo", "word_emb", "lstm_outputs1", "lstm_outputs2", "default", "mask"}
+    shapes = {name: tuple(value.shape) for name, value in outputs.items()}
+    assert shapes == {"elmo": (3, 5, 32), "word_emb": (3, 5, 16), "lstm_outputs1": (3, 5, 32),
+                      "lstm_outputs2": (3, 5, 32), "default": (3, 32), "mask": (3, 5)}
+    np.testing.assert_array_equal(outputs["mask"], [[1, 1, 1, 1, 0], [1, 1, 0, 0, 0], [1] * 5])
+    for name in ("elmo", "word_emb", "lstm_outputs1", "lstm_outputs2"):
+        np.testing.assert_array_equal(outputs[name].numpy()[1, 2:], 0.0)
+    # `default` is the mean of `elmo` over each text's words.
+    np.testing.assert_allclose(outputs["default"][1], outputs["elmo"].numpy()[1, :2].mean(0), atol=1e-5)
+
+
+def test_export_tokens_signature_matches_text_and_padding_changes_no_vector(exported):
+    serve, tokens = exported.signatures["serving_default"], exported.signatures["tokens"]
+    alone = serve(text=tf.constant(["birds sing loudly"]))
+    batched = serve(text=tf.constant(["a lazy dog sleeps here and there", "birds sing loudly"]))
+    for name in ("elmo", "word_emb", "lstm_outputs1", "lstm_outputs2"):
+        np.testing.assert_allclose(batched[name].numpy()[1, :3], alone[name].numpy()[0], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(batched["default"].numpy()[1], alone["default"].numpy()[0], atol=1e-5, rtol=0)
+    grid = tf.constant([["a", "lazy", "dog", "sleeps", "here", "and", "there"],
+                        ["birds", "sing", "loudly", "", "", "", ""]])
+    given = tokens(tokens=grid, sequence_len=tf.constant([7, 3], tf.int32))
+    assert set(given) == set(batched)
+    for name in batched:
+        np.testing.assert_allclose(given[name].numpy(), batched[name].numpy(), atol=1e-5, rtol=0, err_msg=name)
+    # Words past `sequence_len` are padding whatever they spell.
+    cut = tokens(tokens=tf.constant([["birds", "sing", "loudly", "quick", "fox"]]),
+                 sequence_len=tf.constant([3], tf.int32))
+    np.testing.assert_array_equal(cut["mask"], [[1, 1, 1, 0, 0]])
+    np.testing.assert_allclose(cut["elmo"].numpy()[0, :3], alone["elmo"].numpy()[0], atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(cut["elmo"].numpy()[0, 3:], 0.0)
