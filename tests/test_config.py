@@ -36,7 +36,7 @@ def _write(tmp_path, text):
          "pipeline.batching", "'bucket', 'batch_max' or 'global_max'"),
         ("task: classification\ndata: {dataset: sst2}\ntokenizer: {lower_case: 1}\n",
          "tokenizer.lower_case", "valid boolean"),
-        ("task: tagging\ndata: {dataset: sst2}\n", "task", "'classification', 'translation' or 'captioning'"),
+        ("task: tagging\ndata: {dataset: sst2}\n", "task", "'classification', 'translation', 'captioning' or 'language_modeling'"),
         ("data: {dataset: sst2}\n", "task", "Field required"),
         ("task: classification\ndata: {dataset: sst2, train: a.csv, format: csv}\n", "data", "not both"),
         ("task: classification\nseed: 1.5\ndata: {dataset: sst2}\n", "seed", "valid integer"),

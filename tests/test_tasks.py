@@ -58,12 +58,16 @@ import tensorflow as tf
 import tensorflow_text  # registers the tf-text ops the graph uses
 from tensorflow_serving.apis import prediction_log_pb2
 
+def as_bytes(values):  # strings came as latin-1 text (JSON has no bytes); numbers as they are
+    if isinstance(values, list):
+        return [as_bytes(value) for value in values]
+    return values.encode("latin-1") if isinstance(values, str) else values
+
 path, examples = sys.argv[1], json.loads(sys.argv[2])
 loaded = tf.saved_model.load(path)
 answers = {}
 for name, inputs in examples.items():
-    outputs = loaded.signatures[name](**{key: tf.constant([v.encode("latin-1") for v in values])
-                                          for key, values in inputs.items()})
+    outputs = loaded.signatures[name](**{key: tf.constant(as_bytes(values)) for key, values in inputs.items()})
     answers[name] = {key: list(value.shape) for key, value in outputs.items()}
 replayed = []
 for record in tf.data.TFRecordDataset(path + "/assets.extra/tf_serving_warmup_requests"):
@@ -115,7 +119,7 @@ def test_a_task_export_answers_in_a_fresh_process(exported):
     card = json.loads((path / exporters.MODEL_CARD_FILE).read_text())
     assert card["task"] == task.name
     run = runner.load_run(work_dir)
-    examples = {name: {key: [v.decode("latin-1") for v in values] for key, values in inputs.items()}
+    examples = {name: {key: _as_text(values) for key, values in inputs.items()}
                 for name, inputs in task.example_inputs(run).items()}
     assert set(examples) == set(card["signatures"])  # every signature has an example request
     result = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(path), json.dumps(examples)],
@@ -130,6 +134,13 @@ def test_a_task_export_answers_in_a_fresh_process(exported):
     warmup = task.warmup_inputs(run)
     assert len(served["replayed"]) == len(next(iter(warmup.values()))) > 0
     assert all(all(shape[0] == 1 for shape in shapes.values()) for shapes in served["replayed"])
+
+
+def _as_text(values):
+    """Request values with bytes as latin-1 text, for JSON (`FRESH_PROCESS` turns them back)."""
+    if isinstance(values, list):
+        return [_as_text(value) for value in values]
+    return values.decode("latin-1") if isinstance(values, bytes) else values
 
 
 def test_every_task_names_itself_in_run_and_card(exported):

@@ -154,7 +154,7 @@ class PretrainedBiLM(WarmStart):
         from seqapp import runner
 
         definition = runner.run_definition(self.run_dir or self.resolve())
-        if definition.task != "language_modeling":
+        if not hasattr(definition.model, "projection_dim"):  # a biLM's architecture, which the classifier rebuilds
             raise ConfigError(self.definition.origin, "model.bilm.run", f"{self.run_dir} is a {definition.task} run, "
                               "not a language model")
         return definition
