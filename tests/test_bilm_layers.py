@@ -247,12 +247,15 @@ def test_scalar_mix_layer_norm_ignores_masked_steps():
     junk = [np.where(mask[..., None], h, 100.0 * rng.normal(size=h.shape)).astype("float32") for h in layers]
     np.testing.assert_allclose(mix(junk, mask=mask).numpy(), out, atol=1e-5, rtol=0)
     np.testing.assert_array_equal(out[~mask], 0.0)
-    # AllenNLP's normalization: one mean and variance over all unmasked elements of each tensor.
-    expected = 0.0
+    # AllenNLP's normalization, per sequence: one mean and variance over each sequence's unmasked elements.
+    expected = np.zeros_like(out)
     for h in layers:
-        real = h[mask]
-        expected = expected + 0.5 * (h - real.mean()) / np.sqrt(real.var() + 1e-12)
+        for row in range(2):
+            real = h[row][mask[row]]
+            expected[row] += 0.5 * (h[row] - real.mean()) / np.sqrt(real.var() + 1e-12)
     np.testing.assert_allclose(out[mask], expected[mask], atol=1e-5, rtol=1e-5)
+    # A sequence's output does not depend on the others in its batch.
+    np.testing.assert_allclose(mix([h[:1] for h in layers], mask=mask[:1]).numpy(), out[:1], atol=1e-5, rtol=0)
 
 
 def test_scalar_mix_config_round_trip():

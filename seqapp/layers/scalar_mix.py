@@ -12,9 +12,10 @@ class ScalarMix(keras.layers.Layer):
 
     `w` (`scalar_weights`, one per layer) starts at zero, so the mix starts as
     the plain average; `gamma` starts at 1. With `layer_norm=True` each `h_j`
-    is first normalized as in AllenNLP's `ScalarMix`: minus its mean, divided
+    is first normalized much as in AllenNLP's `ScalarMix`: minus its mean, divided
     by its standard deviation, both scalars taken over every element of every
-    unmasked position of `h_j` in the batch, so padding never shifts them.
+    unmasked position of `h_j` in each sequence (AllenNLP: in the whole batch), so
+    neither padding nor the other sequences of a batch shift them.
 
     Args:
         num_layers: how many tensors each call mixes.
@@ -68,13 +69,16 @@ class ScalarMix(keras.layers.Layer):
         # [batch, timesteps, 1]: 1 on the steps that count.
         weights = ops.ones_like(inputs[0][..., :1]) if mask is None else ops.expand_dims(ops.cast(mask, dtype), -1)
         if self.layer_norm:
-            count = ops.maximum(ops.sum(weights) * ops.cast(ops.shape(inputs[0])[-1], dtype), 1.0)
+            # Statistics per sequence (AllenNLP pools the whole batch): a served answer must not
+            # depend on which requests were batched with it.
+            count = ops.maximum(ops.sum(weights, axis=(1, 2), keepdims=True)
+                                * ops.cast(ops.shape(inputs[0])[-1], dtype), 1.0)
         mixture = ops.softmax(ops.cast(self.scalar_weights, dtype))
         output = 0.0
         for index, h in enumerate(inputs):
             if self.layer_norm:
-                mean = ops.sum(h * weights) / count
-                variance = ops.sum(ops.square((h - mean) * weights)) / count
+                mean = ops.sum(h * weights, axis=(1, 2), keepdims=True) / count
+                variance = ops.sum(ops.square((h - mean) * weights), axis=(1, 2), keepdims=True) / count
                 h = (h - mean) / ops.sqrt(variance + _EPSILON)
             output = output + mixture[index] * h
         output = ops.cast(self.gamma, dtype) * output
