@@ -378,6 +378,7 @@ def _definition(tmp_path, **sections):
     ({"model": {"filters": [[0, 8]]}}, "model.filters", r"\[width, count\]"),
     ({"tokenizer": {"vocab_size": 2}}, "tokenizer.vocab_size", "greater than or equal to 3"),
     ({"pipeline": {"max_length": 16}}, "pipeline.max_length", "Extra inputs"),
+    ({"train": {"decay": 1.5}}, "train.decay", "less than or equal to 1"),
 ])
 def test_configuration_errors_name_the_key(tmp_path, sections, key, reason):
     with pytest.raises(ConfigError, match=reason) as error:
@@ -391,6 +392,25 @@ def test_a_filter_as_wide_as_the_words_is_accepted(tmp_path):
     assert definition.model.filters == ((1, 8), (12, 8))
     model = language_modeling.build_model(definition, 20)
     assert model({"chars": np.ones([1, 3, 12], "int32")})["forward"].shape == (1, 3, 16)
+
+
+
+@pytest.mark.parametrize("decay_after, expected", [(None, [0.01] * 4), (2, [0.01, 0.01, 0.005, 0.0025])])
+def test_the_learning_rate_decays_each_epoch_after_decay_after(tmp_path, decay_after, expected):
+    import types
+
+    definition = _definition(tmp_path, train={"decay_after": decay_after, "decay": 0.5})
+    task = language_modeling.LanguageModelingTask()
+    model = keras.Sequential([keras.Input([2]), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(definition.train.learning_rate), loss="mse")
+    callbacks = keras.callbacks.CallbackList(task.callbacks(types.SimpleNamespace(definition=definition)),
+                                             model=model)
+    rates = []
+    for epoch in range(4):
+        callbacks.on_epoch_begin(epoch)
+        rates.append(float(model.optimizer.learning_rate))
+        callbacks.on_epoch_end(epoch, {"val_loss": 1.0 / (epoch + 1)})  # improving: no plateau halving
+    assert rates == pytest.approx(expected)
 
 
 # ---------------------------------------------------------------- a tiny corpus end to end

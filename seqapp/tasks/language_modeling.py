@@ -139,6 +139,20 @@ class BiLMModelConfig(config.ModelConfig):
         return tuple(tuple(pair) for pair in filters)
 
 
+class LanguageModelingTrain(config.TrainConfig):
+    """`train` of a language model.
+
+    Attributes:
+        decay_after: epochs at `learning_rate`; each later epoch multiplies the
+            learning rate by `decay` (Zaremba et al.'s schedule). None: only the
+            halving when validation stalls.
+        decay: the factor of each epoch after `decay_after`.
+    """
+
+    decay_after: Optional[int] = pydantic.Field(None, ge=0)
+    decay: float = pydantic.Field(0.5, gt=0.0, le=1.0)
+
+
 class LanguageModelingDefinition(config.Definition):
     """A language-modelling pipeline definition."""
 
@@ -147,6 +161,7 @@ class LanguageModelingDefinition(config.Definition):
     tokenizer: WordsConfig = WordsConfig()
     pipeline: StreamConfig = StreamConfig()
     model: BiLMModelConfig = BiLMModelConfig()
+    train: LanguageModelingTrain = LanguageModelingTrain()
 
     def check(self, source):
         if self.tokenizer.lower_case and self.tokenizer.split != "basic":
@@ -318,8 +333,15 @@ class LanguageModelingTask(Task):
         model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate, clipnorm=cfg.clipnorm))
 
     def callbacks(self, inputter):
-        # Language models gain much from a smaller step once validation stalls (Zaremba et al. decay theirs).
-        return [keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=0, verbose=1)]
+        # Language models gain much from a smaller step late in training and once validation stalls
+        # (Zaremba et al. decay theirs). The scheduler scales the optimizer's current rate, which a resumed
+        # run restores with the optimizer, so a plateau's halving and a restart both keep counting.
+        cfg = inputter.definition.train
+        scheduled = []
+        if cfg.decay_after is not None:
+            scheduled.append(keras.callbacks.LearningRateScheduler(
+                lambda epoch, rate: rate * cfg.decay if epoch >= cfg.decay_after else rate, verbose=1))
+        return [*scheduled, keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=0, verbose=1)]
 
     def load_run(self, work_dir, definition):
         work_dir = Path(work_dir)
