@@ -112,34 +112,6 @@ def test_padding_and_batch_mates_do_not_change_a_prediction(frozen):
     np.testing.assert_allclose(batched["probabilities"].numpy()[:1], alone, atol=1e-5)
 
 
-def test_an_added_mix_starts_as_the_classifier_without_it_and_learns():
-    """`mix: add` keeps the encoder's input size, so every layer of a classifier without a biLM
-    fits (what `train.init_from` copies), and its zero map leaves the answers unchanged at first."""
-    from seqapp.models.classifier import build_classifier
-
-    keras.utils.set_random_seed(1)
-    arguments = {"family": "bilstm", "embedding_dim": 6, "units": 5, "pooling": "max"}
-    plain = build_classifier(40, 2, **arguments)
-    bilm = {"max_chars": 7, "filters": [[1, 4], [2, 4]], "char_embedding_dim": 4, "highway_layers": 1,
-            "projection_dim": 3, "units": 8, "num_layers": 2, "cell_clip": 3.0, "projection_clip": 3.0,
-            "mix": "add", "layer_norm": False}
-    mixed = build_classifier(40, 2, bilm=bilm, **arguments)
-    for layer in plain.layers:
-        if layer.weights:
-            mixed.get_layer(layer.name).set_weights(layer.get_weights())  # raises on a shape mismatch
-    rng = np.random.default_rng(0)
-    features = {"token_ids": rng.integers(1, 40, (3, 5)), "padding_mask": np.ones((3, 5), bool),
-                "chars": rng.integers(1, 259, (3, 4, 7)).astype("int32"),
-                "word_index": np.array([[0, 0, 1, 2, 3]] * 3, "int32")}
-    words = {key: features[key] for key in ("token_ids", "padding_mask")}
-    np.testing.assert_allclose(mixed(features).numpy(), plain(words).numpy(), atol=1e-6)
-
-    projection = mixed.get_layer("bilm_projection").kernel
-    with tf.GradientTape() as tape:
-        loss = -tf.reduce_mean(tf.math.log(mixed(features, training=True)[:, 0]))
-    assert np.abs(tape.gradient(loss, projection).numpy()).max() > 0  # the map is learned
-
-
 FRESH = """
 import json, sys
 import tensorflow as tf

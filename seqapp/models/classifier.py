@@ -57,10 +57,7 @@ def build_classifier(vocab_size, num_classes, *, family="bilstm", embedding_dim=
             `highway_layers`, `projection_dim`, `units`, `num_layers`, `cell_clip`,
             `projection_clip`), `max_chars`, `mix` ("concat": each token's
             embedding followed by its word's `ScalarMix` of the biLM's layers;
-            "replace": the mix alone; "add": the embedding plus a learned linear
-            map of the mix that starts at zero, so the encoder keeps its input
-            size and a model warm-started without a biLM starts out answering
-            exactly as it did) and `layer_norm` (of each layer, in the mix).
+            "replace": the mix alone) and `layer_norm` (of each layer, in the mix).
             The model then also takes `chars` (int32 `[batch, words, max_chars]`)
             and `word_index` (int32 `[batch, time]`, each token's word).
         name: the model's name.
@@ -113,13 +110,7 @@ def _with_bilm(embedded, chars, word_index, *, max_chars, filters, char_embeddin
                          projection_clip=projection_clip, dropout=0.0, name="bilm_encoder")(vectors)
     mixed = ScalarMix(num_layers + 1, layer_norm=layer_norm, name="bilm_mix")(layers)
     per_token = ops.take_along_axis(mixed, ops.expand_dims(word_index, -1), axis=1)
-    if mix == "replace":
-        return per_token
-    if mix == "add":
-        projected = keras.layers.Dense(embedded.shape[-1], use_bias=False, kernel_initializer="zeros",
-                                       name="bilm_projection")(per_token)
-        return keras.layers.Add(name="bilm_add")([embedded, projected])
-    return ops.concatenate([embedded, per_token], axis=-1)
+    return per_token if mix == "replace" else ops.concatenate([embedded, per_token], axis=-1)
 
 
 def _recurrent_stack(x, padding_mask, *, family, units, num_layers, merge_mode, dropout, recurrent_dropout,

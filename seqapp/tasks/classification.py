@@ -67,17 +67,14 @@ class BiLMUseConfig(config.Section):
         run: a finished language-modelling run folder, or a language-modelling
             definition (`.yaml`) trained first, once, and cached (relative to this
             definition's folder).
-        mix: "concat" (embedding and mix), "replace" (the mix alone) or "add" (the
-            embedding plus a learned map of the mix, zero at first: the encoder keeps
-            its input size, so `train.init_from` a classifier without a biLM copies
-            the encoder too).
+        mix: "concat" (embedding and mix) or "replace" (the mix alone).
         trainable: fine-tune the biLM with the classifier; False freezes it (the mix
             weights and the scale are trained either way).
         layer_norm: normalize each layer before mixing.
     """
 
     run: str
-    mix: Literal["concat", "replace", "add"] = "concat"
+    mix: Literal["concat", "replace"] = "concat"
     trainable: bool = False
     layer_norm: bool = False
 
