@@ -193,6 +193,10 @@ def main():
     for job in args.jobs:
         key = KEYS.get(job, job)
         kept[key] = JOBS[job](args, kept.get(key, {}))
+        # The parts (and mr/sst2's sides) are measured by separate runs: each says which run measured it.
+        stamp = {name: value for name, value in common.environment().items() if name in ("date", "command")}
+        kept[key]["measured"] = ({**kept[key].get("measured", {}), **dict.fromkeys(args.variants, stamp)}
+                                 if job in KEYS else stamp)
         print(json.dumps({key: {k: v for k, v in kept[key].items() if k != "history"}}, indent=2), flush=True)
     if args.out:
         out.write_text(json.dumps({**kept, "environment": common.environment()}, indent=2) + "\n")
