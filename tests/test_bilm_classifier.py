@@ -92,6 +92,26 @@ def test_a_frozen_bilm_keeps_the_language_models_weights(frozen, language_model)
     assert not np.allclose(mix[0], 0.0) or not np.isclose(mix[1], 1.0)  # the mix itself is trained
 
 
+
+def test_the_biLM_layers_are_standardized_over_the_training_words(frozen, language_model):
+    work_dir, _ = frozen
+    run = runner.load_run(work_dir)  # the saved model: the adapted statistics survive saving
+    inputter = tasks.of(run.definition).run_inputter(run)
+    source = keras.models.load_model(language_model / "best.keras", compile=False)
+    layers = [[] for _ in range(3)]
+    for features, _ in inputter.dataset("train", training=False):  # tiny: fewer batches than the sample takes
+        words = np.any(features["chars"].numpy() != 0, axis=-1)
+        for sample, layer in zip(layers, source.layers_of(features["chars"])[0]):
+            sample.append(np.asarray(layer)[words])
+    for index, sample in enumerate(layers):
+        vectors = np.concatenate(sample)
+        standardized = np.asarray(run.model.get_layer(f"bilm_standardize_{index}")(vectors[None]))[0]
+        spread = vectors.std(axis=0)
+        varied = spread >= warm_start.PretrainedBiLM.MIN_STD_SHARE * np.median(spread)
+        np.testing.assert_allclose(standardized.mean(axis=0), 0.0, atol=1e-3)
+        np.testing.assert_allclose(standardized.std(axis=0)[varied], 1.0, atol=1e-3)
+        assert np.all(standardized.std(axis=0)[~varied] < 1.0)  # never blown up past the floor
+
 def test_a_fine_tuned_bilm_moves(tmp_path, language_model):
     definition = _definition(tmp_path, language_model, trainable=True, mix="replace")
     runner.train(definition, tmp_path / "run", verbose=0)
@@ -151,3 +171,11 @@ def test_a_missing_bilm_run_is_named(tmp_path):
     with pytest.raises(ConfigError, match="neither a run folder nor a pipeline definition") as error:
         warm_start.PretrainedBiLM(definition).resolve()
     assert error.value.key == "model.bilm.run"
+
+
+def test_replace_with_pretrained_word_vectors_is_refused(tmp_path):
+    # mix: replace builds no embedding layer, so word vectors would have nowhere to go.
+    with pytest.raises(ConfigError, match="embeddings: null") as error:
+        tiny_sentiment.definition(tmp_path, model={"bilm": {"run": "lm", "mix": "replace"}},
+                                  embeddings={"corpus": ["imdb"]})
+    assert error.value.key == "model.bilm.mix"

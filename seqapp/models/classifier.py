@@ -57,7 +57,10 @@ def build_classifier(vocab_size, num_classes, *, family="bilstm", embedding_dim=
             `highway_layers`, `projection_dim`, `units`, `num_layers`, `cell_clip`,
             `projection_clip`), `max_chars`, `mix` ("concat": each token's
             embedding followed by its word's `ScalarMix` of the biLM's layers;
-            "replace": the mix alone) and `layer_norm` (of each layer, in the mix).
+            "replace": the mix alone), `layer_norm` (of each layer, in the mix) and
+            `standardize` (each layer's units through a `Normalization` layer,
+            `bilm_standardize_<j>`, to be adapted to the training words: see
+            `warm_start.PretrainedBiLM`).
             The model then also takes `chars` (int32 `[batch, words, max_chars]`)
             and `word_index` (int32 `[batch, time]`, each token's word).
         name: the model's name.
@@ -102,13 +105,19 @@ def build_classifier(vocab_size, num_classes, *, family="bilstm", embedding_dim=
 
 
 def _with_bilm(embedded, chars, word_index, *, max_chars, filters, char_embedding_dim, highway_layers,
-               projection_dim, units, num_layers, cell_clip, projection_clip, mix, layer_norm):
+               projection_dim, units, num_layers, cell_clip, projection_clip, mix, layer_norm, standardize):
     """Token embeddings with (or replaced by) each token's word's mix of the biLM's layers."""
     vectors = CharacterCNN(filters, char_embedding_dim, highway_layers, projection_dim,
                            name="bilm_token_encoder")(chars)
     layers = BiLMEncoder(units, projection_dim, num_layers=num_layers, cell_clip=cell_clip,
                          projection_clip=projection_clip, dropout=0.0, name="bilm_encoder")(vectors)
-    mixed = ScalarMix(num_layers + 1, layer_norm=layer_norm, name="bilm_mix")(layers)
+    if standardize:
+        # A biLM's units sit far from zero with spreads from 0 to ~14 (units held at the projection clip,
+        # a wide token layer): fed as they are, they saturate the encoder's gates and it barely learns.
+        layers = [keras.layers.Normalization(axis=-1, name=f"bilm_standardize_{index}")(layer)
+                  for index, layer in enumerate(layers)]
+    word_mask = ops.any(ops.not_equal(chars, 0), axis=-1)
+    mixed = ScalarMix(num_layers + 1, layer_norm=layer_norm, name="bilm_mix")(layers, mask=word_mask)
     per_token = ops.take_along_axis(mixed, ops.expand_dims(word_index, -1), axis=1)
     return per_token if mix == "replace" else ops.concatenate([embedded, per_token], axis=-1)
 

@@ -71,12 +71,16 @@ class BiLMUseConfig(config.Section):
         trainable: fine-tune the biLM with the classifier; False freezes it (the mix
             weights and the scale are trained either way).
         layer_norm: normalize each layer before mixing.
+        standardize: shift and scale each unit of each layer to zero mean and unit
+            variance over (a sample of) the training words, measured once when the
+            biLM's weights are copied in.
     """
 
     run: str
     mix: Literal["concat", "replace"] = "concat"
     trainable: bool = False
     layer_norm: bool = False
+    standardize: bool = True
 
 
 class ClassifierModelConfig(config.ModelConfig):
@@ -180,6 +184,11 @@ class ClassificationDefinition(config.Definition):
     model: ClassifierModelConfig = ClassifierModelConfig()
     train: ClassificationTrainConfig = ClassificationTrainConfig()
     embeddings: Optional[EmbeddingsConfig] = None
+
+    def check(self, source):
+        if self.model.bilm is not None and self.model.bilm.mix == "replace" and self.embeddings is not None:
+            raise ConfigError(source, "model.bilm.mix", "replace leaves the model no word embeddings for "
+                              "`embeddings` to start: set embeddings: null, or mix: concat")
 
 
 # ---------------------------------------------------------------- data
@@ -354,7 +363,7 @@ class ClassificationTask(Task):
         if definition.train.init_from is not None:
             starts.append(warm_start.InitFrom(definition, tokenizer, inputter.label_names))
         if definition.model.bilm is not None:
-            starts.append(warm_start.PretrainedBiLM(definition))
+            starts.append(warm_start.PretrainedBiLM(definition, inputter))
         return starts
 
     def build_model(self, inputter, hp=None):
@@ -367,7 +376,7 @@ class ClassificationTask(Task):
                 max_chars=language_model.tokenizer.max_chars, filters=lm.filters, char_embedding_dim=lm.embedding_dim,
                 highway_layers=lm.highway_layers, projection_dim=lm.projection_dim, units=lm.units,
                 num_layers=lm.num_layers, cell_clip=lm.cell_clip, projection_clip=lm.projection_clip, mix=use.mix,
-                layer_norm=use.layer_norm)
+                layer_norm=use.layer_norm, standardize=use.standardize)
         return classifier.build_classifier(inputter.tokenizers["text"].vocab_size + 1, len(inputter.label_names),
                                            **arguments)
 

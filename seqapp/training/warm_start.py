@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from seqapp import atomic
 from seqapp import config
@@ -133,16 +134,26 @@ class PretrainedBiLM(WarmStart):
     The run is a finished language-modelling run folder, or a definition trained
     first, once, and cached (`trained_run`). Its character CNN and LSTM stacks
     are copied into the classifier's `bilm_token_encoder` and `bilm_encoder`
-    layers, frozen unless `model.bilm.trainable`.
+    layers, frozen unless `model.bilm.trainable`. With `model.bilm.standardize`
+    the classifier's `bilm_standardize_<j>` layers (`keras.layers.Normalization`)
+    are then adapted to the biLM's layers over the first `STANDARDIZE_BATCHES`
+    training batches' words (padding words left out).
 
     Args:
         definition: a classification definition whose `model.bilm` is set.
+        inputter: the classifier's inputter, whose training batches `apply` reads
+            when it standardizes; None only to read the run's architecture.
     """
 
     LAYERS = {"bilm_token_encoder": "token_encoder", "bilm_encoder": "encoder"}
+    STANDARDIZE_BATCHES = 32
+    # A unit that barely varies over the sample (held at the clip) must not be blown up wherever it
+    # does vary: no unit's spread counts as less than a tenth of its layer's median spread.
+    MIN_STD_SHARE = 0.1
 
-    def __init__(self, definition):
+    def __init__(self, definition, inputter=None):
         self.definition = definition
+        self.inputter = inputter
         self.run_dir = None
 
     def resolve(self):
@@ -167,7 +178,34 @@ class PretrainedBiLM(WarmStart):
             layer.trainable = self.definition.model.bilm.trainable
         print(f"Starting the biLM layers from {self.run_dir} "
               f"({'fine-tuned' if self.definition.model.bilm.trainable else 'frozen'})", flush=True)
-        return list(self.LAYERS)
+        if not self.definition.model.bilm.standardize:
+            return list(self.LAYERS)
+        return [*self.LAYERS, *self._standardize(model)]
+
+    def _standardize(self, model):
+        """Adapts each `bilm_standardize_<j>` layer to its biLM layer's units over the training words."""
+        names = sorted((layer.name for layer in model.layers if layer.name.startswith("bilm_standardize_")),
+                       key=lambda name: int(name.rsplit("_", 1)[1]))
+        probe = keras.Model(model.input["chars"], model.get_layer("bilm_encoder").output)
+        samples = [[] for _ in names]
+        for features, _ in self.inputter.dataset("train", training=False).take(self.STANDARDIZE_BATCHES):
+            chars = features["chars"]
+            words = keras.ops.convert_to_numpy(keras.ops.any(keras.ops.not_equal(chars, 0), axis=-1))
+            for sample, layer in zip(samples, probe(chars)):
+                sample.append(keras.ops.convert_to_numpy(layer)[words])
+        for name, sample in zip(names, samples):
+            vectors = np.concatenate(sample)
+            std = vectors.std(axis=0)
+            std = np.maximum(std, self.MIN_STD_SHARE * np.median(std))
+            normalization = model.get_layer(name)
+            # Normalization's own adapt() would keep near-constant units' tiny variances: set its state.
+            normalization.adapt_mean.assign(vectors.mean(axis=0))
+            normalization.adapt_variance.assign(np.square(std))
+            normalization.count.assign(len(vectors))
+            normalization.finalize_state()
+        print(f"Standardized the biLM's {len(names)} layers on {sum(len(s) for s in samples[0]):,} training words",
+              flush=True)
+        return names
 
 
 def copy_layers(model, run_dir, tokenizer, labels, origin):
