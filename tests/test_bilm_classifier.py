@@ -92,7 +92,6 @@ def test_a_frozen_bilm_keeps_the_language_models_weights(frozen, language_model)
     assert not np.allclose(mix[0], 0.0) or not np.isclose(mix[1], 1.0)  # the mix itself is trained
 
 
-
 def test_the_biLM_layers_are_standardized_over_the_training_words(frozen, language_model):
     work_dir, _ = frozen
     run = runner.load_run(work_dir)  # the saved model: the adapted statistics survive saving
@@ -111,6 +110,7 @@ def test_the_biLM_layers_are_standardized_over_the_training_words(frozen, langua
         np.testing.assert_allclose(standardized.mean(axis=0), 0.0, atol=1e-3)
         np.testing.assert_allclose(standardized.std(axis=0)[varied], 1.0, atol=1e-3)
         assert np.all(standardized.std(axis=0)[~varied] < 1.0)  # never blown up past the floor
+
 
 def test_a_fine_tuned_bilm_moves(tmp_path, language_model):
     definition = _definition(tmp_path, language_model, trainable=True, mix="replace")

@@ -116,8 +116,7 @@ def _with_bilm(embedded, chars, word_index, *, max_chars, filters, char_embeddin
         # a wide token layer): fed as they are, they saturate the encoder's gates and it barely learns.
         layers = [keras.layers.Normalization(axis=-1, name=f"bilm_standardize_{index}")(layer)
                   for index, layer in enumerate(layers)]
-    word_mask = ops.any(ops.not_equal(chars, 0), axis=-1)
-    mixed = ScalarMix(num_layers + 1, layer_norm=layer_norm, name="bilm_mix")(layers, mask=word_mask)
+    mixed = ScalarMix(num_layers + 1, layer_norm=layer_norm, name="bilm_mix")(layers)  # the word mask propagates
     per_token = ops.take_along_axis(mixed, ops.expand_dims(word_index, -1), axis=1)
     return per_token if mix == "replace" else ops.concatenate([embedded, per_token], axis=-1)
 

@@ -184,13 +184,13 @@ class PretrainedBiLM(WarmStart):
 
     def _standardize(self, model):
         """Adapts each `bilm_standardize_<j>` layer to its biLM layer's units over the training words."""
-        names = sorted((layer.name for layer in model.layers if layer.name.startswith("bilm_standardize_")),
-                       key=lambda name: int(name.rsplit("_", 1)[1]))
-        probe = keras.Model(model.input["chars"], model.get_layer("bilm_encoder").output)
+        token_encoder, encoder = model.get_layer("bilm_token_encoder"), model.get_layer("bilm_encoder")
+        probe = keras.Model(model.input["chars"], encoder.output)
+        names = [f"bilm_standardize_{index}" for index in range(len(encoder.output))]
         samples = [[] for _ in names]
         for features, _ in self.inputter.dataset("train", training=False).take(self.STANDARDIZE_BATCHES):
             chars = features["chars"]
-            words = keras.ops.convert_to_numpy(keras.ops.any(keras.ops.not_equal(chars, 0), axis=-1))
+            words = keras.ops.convert_to_numpy(token_encoder.compute_mask(chars))
             for sample, layer in zip(samples, probe(chars)):
                 sample.append(keras.ops.convert_to_numpy(layer)[words])
         for name, sample in zip(names, samples):
