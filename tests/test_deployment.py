@@ -8,6 +8,7 @@ import pytest
 import yaml
 from google.protobuf import descriptor
 
+from seqapp.serving import batching
 from seqapp.serving import config_protos
 
 SERVING = Path(__file__).resolve().parents[1] / "serving"
@@ -112,6 +113,11 @@ def test_batching_config_follows_tf_serving_rules():
     assert params.pad_variable_length_inputs
     assert params.num_batch_threads.value >= 1
     assert params.HasField("batch_timeout_micros") and params.HasField("max_enqueued_batches")
+
+
+def test_embedded_server_default_batching_is_the_shipped_file():
+    # `seqapp serve` without --batching_parameters_file must batch as the deployment does.
+    assert batching.default_options() == batching.read_options(SERVING / "batching.config")
 
 
 def test_monitoring_config_enables_prometheus():
