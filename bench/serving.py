@@ -102,7 +102,9 @@ def prepare_model(args, work):
 
     run = Path(args.run)
     if (run / "best.keras").exists() and (run / "metrics.json").exists():
-        source = f"{run} (bench/sentiment.py's SST-2 BiLSTM)"
+        model = runner.run_definition(run).model
+        source = (f"{run} ({model.family}, embedding {model.embedding_dim}, units {model.units}, "
+                  f"{model.num_layers} layer(s), {model.pooling} pooling)")
     else:
         run = work / "sst2_small"
         if not (run / "metrics.json").exists():

@@ -58,22 +58,8 @@ def tune(pipeline, work_dir, *, tuner="random", max_trials=10, time_budget=None,
     Returns:
         The results table (text), or None in a worker.
     """
-    if tuner not in ORACLES:
-        raise SeqappError(f"--tuner {tuner}: expected {', '.join(ORACLES)}")
-    definition = config.load_definition(pipeline)
-    objective, direction = tasks.of(definition).tuning_objective()
-    options = {
-        "objective": keras_tuner.Objective(objective, direction),
-        "hyperparameters": space.hyperparameters(definition),
-        "seed": seed,
-        "allow_new_entries": False,
-        "max_consecutive_failed_trials": MAX_CONSECUTIVE_FAILURES,
-    }
-    if tuner == "hyperband":
-        options.update(max_epochs=definition.train.epochs, factor=HYPERBAND_FACTOR)
-    oracle = deadline_oracle(tuner, time_budget=time_budget, worker_deadline=worker_deadline, **options)
-    # Set after construction: Hyperband takes no `max_trials` argument, yet every oracle stops there.
-    oracle.max_trials = max_trials
+    oracle = search_oracle(config.load_definition(pipeline), tuner, max_trials=max_trials, time_budget=time_budget,
+                           seed=seed, worker_deadline=worker_deadline)
     current = role()
     # A worker beats a few times per deadline: one late beat never costs it its trial.
     heartbeat = min(HEARTBEAT_MAX_SECONDS, worker_deadline / 4) if current == "worker" else None
@@ -86,6 +72,34 @@ def tune(pipeline, work_dir, *, tuner="random", max_trials=10, time_budget=None,
     else:
         searcher.search()
     return results.write(work_dir, pipeline, searcher.oracle)
+
+
+def search_oracle(definition, tuner, *, max_trials, time_budget, seed, worker_deadline):
+    """The oracle of a search over `definition`'s `tune` space (arguments as `tune`'s).
+
+    Raises:
+        SeqappError: an unknown tuner, or a negative seed.
+    """
+    if tuner not in ORACLES:
+        raise SeqappError(f"--tuner {tuner}: expected {', '.join(ORACLES)}")
+    if seed < 0:
+        raise SeqappError(f"--seed {seed}: expected 0 or more")
+    objective, direction = tasks.of(definition).tuning_objective()
+    options = {
+        "objective": keras_tuner.Objective(objective, direction),
+        "hyperparameters": space.hyperparameters(definition),
+        # KerasTuner takes a seed of 0 for none and draws one at random (`seed or randint`), so seed 0
+        # would search differently on every run: every seed is shifted by one.
+        "seed": seed + 1,
+        "allow_new_entries": False,
+        "max_consecutive_failed_trials": MAX_CONSECUTIVE_FAILURES,
+    }
+    if tuner == "hyperband":
+        options.update(max_epochs=definition.train.epochs, factor=HYPERBAND_FACTOR)
+    oracle = deadline_oracle(tuner, time_budget=time_budget, worker_deadline=worker_deadline, **options)
+    # Set after construction: Hyperband takes no `max_trials` argument, yet every oracle stops there.
+    oracle.max_trials = max_trials
+    return oracle
 
 
 def serve(searcher):
