@@ -83,9 +83,10 @@ function done(summary, latency, requests)
 end
 """
 DEFAULT_BATCHING = ROOT / "serving" / "batching.config"
-# Other BatchingParameters tried at concurrency 32 only (serving/batching.config with these changes).
+# Other BatchingParameters (serving/batching.config with these changes), tried at --alternatives-concurrency.
 ALTERNATIVES = {
     "2_threads_1ms": {"num_batch_threads": 2, "batch_timeout_micros": 1000},
+    "2_threads_5ms": {"num_batch_threads": 2, "batch_timeout_micros": 5000},
     "1_thread_5ms": {"num_batch_threads": 1, "batch_timeout_micros": 5000},
     "2_threads_10ms": {"num_batch_threads": 2, "batch_timeout_micros": 10000},
     # Batches run at their own size: no rows of padding (on a CPU, padding is only extra work).
@@ -636,6 +637,8 @@ def main():
     parser.add_argument("--soak-seconds", type=int, default=300)
     parser.add_argument("--soak-swap-seconds", type=int, default=60)
     parser.add_argument("--soak-concurrency", type=int, default=16, help="connections of each load generator")
+    parser.add_argument("--alternatives-concurrency", type=int, nargs="+", default=[1, 8, 32],
+                        help="the concurrencies the other batching parameters are tried at")
     parser.add_argument("--no-alternatives", dest="alternatives", action="store_false",
                         help="skip the other batching parameters tried at concurrency 32")
     parser.add_argument("--quick", action="store_true",
@@ -667,7 +670,7 @@ def main():
             for concurrency, cell in per_concurrency.items():
                 figures[protocol].setdefault(concurrency, {})[key] = cell
     if args.alternatives:
-        figures["batching_alternatives_at_32"] = {}
+        figures["batching_alternatives"] = {}
         for name, changes in ALTERNATIVES.items():
             path = work / f"batching_{name}.config"
             text = DEFAULT_BATCHING.read_text()
@@ -679,11 +682,10 @@ def main():
             path.write_text(text)
             server = start_server(base, work / f"server_batching_{name}.log", path)
             try:
-                cells = run_cells(server, files, args, True, [32])
+                cells = run_cells(server, files, args, True, args.alternatives_concurrency)
             finally:
                 server.stop(timeout=30)
-            figures["batching_alternatives_at_32"][name] = {
-                "changes": changes, **{protocol: cells[protocol]["32"] for protocol in ("rest", "grpc")}}
+            figures["batching_alternatives"][name] = {"changes": changes, **cells}
     figures["hot_swap"] = hot_swap(base, version1, work, args, texts, bodies)
     print(f"hot swap: {figures['hot_swap']}", flush=True)
     figures["soak"] = soak(base, version1, work, files, args)
@@ -698,7 +700,7 @@ def main():
         "batching_on": "serving/batching.config: " + "; ".join(
             line for line in DEFAULT_BATCHING.read_text().splitlines() if line and not line.startswith("#")),
         "batching_off": "--enable_batching=false",
-        "batching_alternatives_at_32": "serving/batching.config with the listed changes, concurrency 32 only",
+        "batching_alternatives": "serving/batching.config with the listed changes, at the concurrencies listed",
         "ceiling_in_process": "the export loaded in the bench process; 32 threads call Servable.run with "
                               "serving/batching.config's BatchScheduler (on) or none (off): no HTTP, no gRPC; "
                               "model_ms_per_row_one_thread: sequential calls of 1, 8, 32, 64 dev sentences",

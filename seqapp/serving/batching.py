@@ -79,7 +79,7 @@ log = logging.getLogger("seqapp.serving")
 # serving/batching.config: what `seqapp serve` and `seqapp demo` use unless told otherwise.
 DEFAULT_PARAMETERS_TEXT = """\
 max_batch_size { value: 64 }
-batch_timeout_micros { value: 5000 }
+batch_timeout_micros { value: 2000 }
 max_enqueued_batches { value: 32 }
 num_batch_threads { value: 2 }
 allowed_batch_sizes: [1, 2, 4, 8, 16, 32, 64]
