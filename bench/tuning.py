@@ -65,11 +65,11 @@ def epochs_of(path):
 
 
 def score(definition_path, work_dir, split, metric, seed):
-    """Trains a definition (at `seed`; None: its own) and returns its `metric` on `split`."""
+    """Trains a definition at `seed` and returns its `metric` on `split`."""
     from seqapp import config
     from seqapp import runner
 
-    definition = config.load_definition(definition_path, None if seed is None else {"seed": seed})
+    definition = config.load_definition(definition_path, {"seed": seed})
     return runner.train(definition, work_dir, verbose=2)[split][metric]
 
 
