@@ -640,7 +640,7 @@ def main():
     parser.add_argument("--alternatives-concurrency", type=int, nargs="+", default=[1, 8, 32],
                         help="the concurrencies the other batching parameters are tried at")
     parser.add_argument("--no-alternatives", dest="alternatives", action="store_false",
-                        help="skip the other batching parameters tried at concurrency 32")
+                        help="skip the other batching parameters (batching_alternatives)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: concurrency 1 and 32, 3 s cells, no alternatives, 12 s hot swap, "
                              "40 s soak with a swap every 12 s")
