@@ -21,6 +21,7 @@ from seqapp import datasets, settings
 from seqapp.datasets import _sources
 from seqapp.datasets.anki_spa_eng import anki_spa_eng_dataset_builder as anki_builder
 from seqapp.datasets.mr_polarity import mr_polarity_dataset_builder as mr_builder
+from seqapp.datasets.sst2 import sst2_dataset_builder as sst2_builder
 from seqapp.errors import DataError, SeqappError
 
 pytestmark = pytest.mark.usefixtures("seqapp_cache_dir")
@@ -143,6 +144,38 @@ def test_sst2_sentences_config(examples):
     assert _labels(train) == {1: 3_610, 0: 3_310}
     assert _labels(validation) == {1: 444, 0: 428}
     assert "sentences" in datasets.builder("sst2/sentences").data_dir
+
+
+def test_sst2_heldout_config_holds_out_whole_sentences(examples):
+    train = examples("sst2/heldout", "train")
+    validation = examples("sst2/heldout", "validation")
+    test = examples("sst2/heldout", "test")
+    assert len(validation) == 692  # a tenth of stsa's 6,920 training sentences
+    assert _labels(test) == {1: 444, 0: 428}  # GLUE's labelled dev set
+    glue_train = {row["text"] for row in examples("sst2", "train")}
+    trained = {row["text"] for row in train}
+    assert trained < glue_train and 60_000 < len(train) < 67_349
+    # A held-out sentence is GLUE's text, and not trained on unless a kept sentence holds it too
+    # (5 do here: duplicates and short ones such as "cool .").
+    held = [row["text"] for row in validation]
+    assert sum(text in glue_train for text in held) > 0.9 * len(held)
+    assert sum(text in trained for text in held) == 5
+
+
+def test_sst2_heldout_keeps_phrases_that_kept_sentences_share():
+    # Ten sentences, each with a phrase of its own and the word "film" they all share.
+    sentences = [(f"the film number{n} -lrb- yes -rrb-", n % 2) for n in range(10)]
+    phrases = [("film", 1)] + [(f"number{n}", n % 2) for n in range(10)] + [
+        (f"film number{n}", n % 2) for n in range(10)
+    ]
+    splits = sst2_builder._heldout_splits(phrases, sentences, [("dev text", 1)])
+    assert splits["test"] == [("dev text", 1)]
+    ((held_text, held_label),) = splits["validation"]  # a tenth of ten
+    held = int(re.search(r"number(\d)", held_text).group(1))
+    assert (held_text, held_label) == (f"the film number{held} ( yes )", held % 2)
+    assert {text for text, _ in splits["train"]} == {text for text, _ in phrases} - {
+        f"number{held}", f"film number{held}"
+    }
 
 
 def test_multi30k_counts_and_alignment(examples):

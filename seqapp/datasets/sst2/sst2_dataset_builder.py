@@ -32,6 +32,9 @@ _CITATION = """\
 }"""
 
 _LABELS = ("negative", "positive")
+# The "heldout" config holds out this share of the training sentences, drawn with this seed.
+_HELDOUT_SHARE = 0.1
+_HELDOUT_SEED = 0
 _GLUE_FILES = {
     "train": _sources.RawFile(
         "train.tsv",
@@ -90,6 +93,38 @@ def _glue_rows(path):
             raise DataError(path, reader.line_num, f"label {row[1]!r} is not 0 or 1")
 
 
+def _heldout_splits(phrases, sentences, dev):
+    """``{split: [(text, label)]}`` of the "heldout" config.
+
+    A tenth of the training sentences (``sentences``, stsa's spelling of GLUE's
+    brackets made GLUE's) are held out whole as validation, and every GLUE
+    training phrase (``phrases``) found only inside held-out sentences leaves
+    train with them: a slice of GLUE's train would keep the phrases of the very
+    sentences it scores, and so reward fitting train. A phrase that also occurs
+    in a kept sentence stays. Test is GLUE's labelled dev set.
+    """
+    texts = [text.replace("-lrb-", "(").replace("-rrb-", ")") for text, _ in sentences]
+    order = np.random.default_rng(_HELDOUT_SEED).permutation(len(texts))
+    held = set(order[: round(len(texts) * _HELDOUT_SHARE)].tolist())
+    known = {text.strip() for text, _ in phrases}
+    inside_held, inside_kept = set(), set()
+    for index, text in enumerate(texts):
+        words = text.split()
+        found = {
+            span
+            for start in range(len(words))
+            for end in range(start + 1, len(words) + 1)
+            if (span := " ".join(words[start:end])) in known
+        }
+        (inside_held if index in held else inside_kept).update(found)
+    dropped = inside_held - inside_kept
+    return {
+        "train": [(text, label) for text, label in phrases if text.strip() not in dropped],
+        "validation": [(texts[i], sentences[i][1]) for i in sorted(held)],
+        "test": list(dev),
+    }
+
+
 def _sentence_rows(path):
     """Yields ``(sentence, label)`` of a ``<label> <sentence>`` file."""
     for number, line in _sources.lines(path):
@@ -116,6 +151,14 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             name="sentences",
             description="Sentence-level stsa.binary splits: train 6,920, validation 872.",
         ),
+        tfds.core.BuilderConfig(
+            name="heldout",
+            description=(
+                "For model selection: GLUE's training phrases less a tenth of the training "
+                "sentences, held out whole as validation with the phrases only they contain; "
+                "test = GLUE's 872 labelled dev sentences."
+            ),
+        ),
     ]
 
     def _info(self):
@@ -135,6 +178,19 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager):
+        if self.builder_config.name == "heldout":
+            files = {
+                "phrases": _GLUE_FILES["train"],
+                "dev": _GLUE_FILES["validation"],
+                "sentences": _SENTENCE_FILES["train"],
+            }
+            paths = _sources.fetch(dl_manager, self.name, files)
+            splits = _heldout_splits(
+                list(_glue_rows(paths["phrases"])),
+                list(_sentence_rows(paths["sentences"])),
+                _glue_rows(paths["dev"]),
+            )
+            return {split: self._generate_examples(rows) for split, rows in splits.items()}
         glue = self.builder_config.name == "glue"
         paths = _sources.fetch(dl_manager, self.name, _GLUE_FILES if glue else _SENTENCE_FILES)
         rows = _glue_rows if glue else _sentence_rows
