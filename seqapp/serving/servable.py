@@ -40,7 +40,7 @@ DEFAULT_SIGNATURE = "serving_default"
 SERVE_TAGS = ("serve",)
 
 
-def _import_tf():
+def import_tf():
     import tensorflow as tf
 
     try:  # registers tf-text ops; exports that tokenize in the graph need them
@@ -225,7 +225,7 @@ class SessionServable(Servable):
 
     def __init__(self, name, version, path, meta_graph, tags=SERVE_TAGS):
         super().__init__(name, version, path, meta_graph)
-        tf = _import_tf()
+        tf = import_tf()
         self._graph = tf.Graph()
         self._session = tf.compat.v1.Session(graph=self._graph)
         with self._graph.as_default(), _quiet_deprecation():
@@ -264,7 +264,7 @@ class FunctionServable(Servable):
 
     def __init__(self, name, version, path, meta_graph, tags=SERVE_TAGS):
         super().__init__(name, version, path, meta_graph)
-        tf = _import_tf()
+        tf = import_tf()
         self._tf = tf
         self._loaded = tf.saved_model.load(str(path), tags=list(tags))
         self._functions = dict(self._loaded.signatures)
