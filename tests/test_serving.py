@@ -816,7 +816,7 @@ def test_model_config_file_is_polled(testdata, tmp_path, caplog):
 
 
 def test_serve_freezes_what_its_imports_made_before_models_load():
-    # A full collection walked TensorFlow's ~400,000 objects: a 200-290 ms stall of every request in flight.
+    # A full collection walked TensorFlow's ~380,000 objects: a 200-290 ms stall of every request in flight.
     code = ("import gc, sys\nfrom seqapp.serving import server\nserver.freeze_imports()\n"
             "print(gc.get_freeze_count(), len(gc.get_objects()), 'tensorflow_text' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
