@@ -15,7 +15,11 @@ every model, so an interrupted run still leaves its figures.
     SEQAPP_DATA_DIR=../shared/data python bench/captioning.py [--reuse-runs] [--families transformer]
 
 `--reuse-runs` skips training for a model whose run folder already finished
-(its `training.json` exists) and measures that run.
+(its `training.json` exists) and measures that run. A variant of one pipeline
+is measured under its own key, beside the others:
+
+    python bench/captioning.py --families lstm_attention --set model.encoder_norm=batch \
+        --name lstm_attention_batchnorm
 """
 
 import argparse
@@ -43,11 +47,12 @@ GOALS = {"exact_match_test": 0.95, "exact_match_test_compositional": 0.80, "trai
 SPLITS = ("test", "test_compositional")
 
 
-def train_or_reuse(family, args):
-    work_dir = Path(args.work_root) / family
+def train_or_reuse(family, name, args):
+    work_dir = Path(args.work_root) / name
     if not (args.reuse_runs and (work_dir / "training.json").exists()):
         shutil.rmtree(work_dir, ignore_errors=True)
-        overrides = {"seed": args.seed, **({"train.epochs": args.epochs} if args.epochs else {})}
+        overrides = {"seed": args.seed, **({"train.epochs": args.epochs} if args.epochs else {}),
+                     **dict(item.split("=", 1) for item in args.set)}
         runner.train(config.load_definition(PIPELINES[family], overrides), work_dir, verbose=2)
     return work_dir
 
@@ -107,35 +112,41 @@ def main():
     parser.add_argument("--reuse-runs", action="store_true")
     parser.add_argument("--speed-seconds", type=float, default=20.0, help="time per captions/s cell")
     parser.add_argument("--families", nargs="+", default=list(PIPELINES), choices=list(PIPELINES))
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a value of the pipeline (one family only; give --name)")
+    parser.add_argument("--name", help="the key (and run folder) of the figures (default: the family)")
     args = parser.parse_args()
+    if (args.set or args.name) and (len(args.families) != 1 or not args.name):
+        parser.error("--set and --name measure a variant of one family: give one --families and a --name")
     common.data_dir()
 
     results = {}
     previous = common.RESULTS / "captioning.json"
-    if set(args.families) != set(PIPELINES) and previous.exists():
-        last = json.loads(previous.read_text())  # a run of some families keeps the others' figures
-        results = {family: last[family] for family in PIPELINES if family in last}
+    if previous.exists():  # a run of some models keeps the others' figures
+        last = json.loads(previous.read_text())
+        results = {key: value for key, value in last.items() if key not in ("goals", "notes", "environment")}
     results.update({"goals": GOALS,
                     "notes": "shapes_captions default config (train 20,000 images); greedy decoding through the "
                              "exported serving_default from PNG bytes; fractions in [0, 1] (CIDEr-D 0-10); "
                              "captions_per_s: the export called in-process at batch 1 and 32"})
     for family in args.families:
-        work_dir = train_or_reuse(family, args)
+        name = args.name or family
+        work_dir = train_or_reuse(family, name, args)
         training = json.loads((work_dir / "training.json").read_text())
-        export = runner.export(work_dir, Path(args.work_root) / "saved_models" / family)
+        export = runner.export(work_dir, Path(args.work_root) / "saved_models" / name)
         run = runner.load_run(work_dir)
         serve = tf.saved_model.load(str(export)).signatures["serving_default"]
         figures = quality(serve, run)
         pictures = split_images(run, "test")[0]
         figures.update({
-            "parameters": training["parameters"], "train_seconds": training["wall_seconds"],
+            "overrides": args.set, "parameters": training["parameters"], "train_seconds": training["wall_seconds"],
             "epochs": training["epochs"], "export": str(export),
             "captions_per_s": {str(b): speed(serve, pictures, batch_size=b, seconds=args.speed_seconds)
                                for b in (1, 32)},
         })
         print(family, json.dumps({k: figures[k] for k in ("parameters", "train_seconds", "captions_per_s")}),
               flush=True)
-        results[family] = figures
+        results[name] = figures
         common.write("captioning", results)
 
 

@@ -12,6 +12,7 @@ from seqapp import decoding
 from seqapp.exporters import check_ops
 from seqapp.layers import ConvImageEncoder
 from seqapp.layers import SoftAttentionLSTM
+from seqapp.layers.conv_image_encoder import hue_free
 from seqapp.layers.soft_attention_lstm import doubly_stochastic_penalty
 from seqapp.losses import MaskedSequenceLoss
 from seqapp.models.captioner import CAPTIONER_FAMILIES
@@ -37,9 +38,15 @@ def make_model(family, **kwargs):
     return build_captioner(VOCAB, family=family, **{**SMALL, **kwargs})
 
 
-@pytest.fixture(scope="module", params=CAPTIONER_FAMILIES)
+# Each family, and one with the pointwise colour stream beside its CNN.
+MODELS = {**{family: (family, {}) for family in CAPTIONER_FAMILIES},
+          "lstm_attention+colour": ("lstm_attention", {"encoder_colour_channels": 4})}
+
+
+@pytest.fixture(scope="module", params=list(MODELS))
 def model(request):
-    return make_model(request.param)
+    family, options = MODELS[request.param]
+    return make_model(family, **options)
 
 
 def step_by_step(model, cached, target=TARGET):
@@ -70,6 +77,47 @@ def test_encoder_positions_are_told_apart():
         ConvImageEncoder(16, norm="group")
     with pytest.raises(ValueError, match="fixed image size"):
         ConvImageEncoder(16)(keras.Input((None, None, 3)))
+
+
+def test_hue_free_is_blind_to_hue_only():
+    rng = np.random.default_rng(1)
+    images = (rng.random((3, 5, 5, 3)) * 0.3 + 0.35).astype("float32")  # no channel clips under the turn below
+    images[0] = 0.4  # grey
+    rgb_to_yiq = np.array([[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]])
+    turn = np.array([[1, 0, 0], [0, np.cos(2.0), -np.sin(2.0)], [0, np.sin(2.0), np.cos(2.0)]])  # of the (I, Q) plane
+    turned = (images @ (np.linalg.inv(rgb_to_yiq) @ turn @ rgb_to_yiq).T).astype("float32")
+    assert np.abs(turned[1:] - images[1:]).max() > 0.05  # another hue...
+    np.testing.assert_allclose(hue_free(turned), hue_free(images), atol=1e-5)  # ...reads the same
+    free = hue_free(images).numpy()
+    assert free.shape == (3, 5, 5, 2)
+    np.testing.assert_allclose(free[0], np.stack([np.full((5, 5), 0.4), np.zeros((5, 5))], -1), atol=1e-5)
+    # Brightness and saturation still tell pixels apart.
+    assert np.abs(hue_free(images * 0.5) - free).max() > 0.05
+    grey_of_same_luminance = np.repeat(images @ rgb_to_yiq[0], 3, axis=-1).reshape(images.shape).astype("float32")
+    assert np.abs(hue_free(grey_of_same_luminance)[1:, ..., 1] - free[1:, ..., 1]).max() > 0.01
+
+
+def test_colour_stream_reads_colour_the_cnn_does_not():
+    keras.utils.set_random_seed(4)
+    encoder = ConvImageEncoder(16, filters=8, blocks=2, colour_channels=4)
+    memory = encoder(np.zeros((1, 32, 32, 3), "float32"))
+    assert memory.shape == (1, 64, 16) and encoder.convolutions[0].kernel.shape == (3, 3, 2, 8)
+    assert encoder.colour.kernel.shape == (3, 4)  # pointwise over RGB: colour, no shape
+    # Two squares of the same luminance and saturation, hues apart: the CNN's map is the same, the memory not.
+    square = np.full((1, 32, 32, 3), 0.3, "float32")
+    square[:, 8:16, 8:16] = (0.7, 0.3, 0.3)
+    yiq = np.array([[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]])
+    half_turn = np.linalg.inv(yiq) @ np.diag([1.0, -1.0, -1.0]) @ yiq
+    other = (square @ half_turn.T).astype("float32")
+    assert np.abs(other - square).max() > 0.2 and 0.0 <= other.min() and other.max() <= 1.0
+    np.testing.assert_allclose(hue_free(other), hue_free(square), atol=1e-5)
+    assert np.abs(encoder(other) - encoder(square)).max() > 1e-3
+    encoder.colour.set_weights([np.zeros_like(w) for w in encoder.colour.get_weights()])
+    np.testing.assert_allclose(encoder(other), encoder(square), atol=1e-4)  # the CNN alone: blind to the hue
+    config = encoder.get_config()
+    assert config["colour_channels"] == 4 and ConvImageEncoder.from_config(config).get_config() == config
+    with pytest.raises(ValueError, match="colour_channels"):
+        ConvImageEncoder(16, colour_channels=4, backbone="mobilenet_v2")
 
 
 def test_logits_shape_and_padding(model):

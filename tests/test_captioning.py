@@ -275,6 +275,21 @@ def test_karpathy_split_json_gives_each_split_its_images(image_folder, seqapp_ca
     # Two of the three captions of each training image, as teacher-forced examples.
     assert sum(int(f["image"].shape[0]) for f, _ in inputter.dataset("train", training=False)) == 14
 
+    def training_captions(choice):
+        raw["data"]["caption_choice"] = choice
+        (tmp_path / "k.yaml").write_text(yaml.safe_dump(raw))
+        chooser = tasks.get("captioning").inputter(config.load_definition(tmp_path / "k.yaml"))
+        tokenizer = chooser.tokenizers["caption"]
+        return [grammar.normalize(tokenizer.detokenize(ex["target_ids"][None, :-1]).numpy()[0].decode())
+                for ex in chooser.encode(chooser.examples("train")).as_numpy_iterator()]
+
+    train_scenes = SCENES[:7]  # "train" and "restval"
+    # "first": each image's first two captions, as listed; "random": two of its three, drawn with the seed.
+    assert training_captions("first") == [c for s in train_scenes for c in grammar.realizations(s)[:2]]
+    drawn = training_captions("random")
+    assert drawn == training_captions("random") and drawn != training_captions("first")
+    assert all(set(drawn[2 * i:2 * i + 2]) <= set(grammar.realizations(s)[:3]) for i, s in enumerate(train_scenes))
+
 
 @pytest.mark.parametrize("data, key, fragment", [
     ({"format": "captions", "train": "c.tsv"}, "data.images", "folder of their images"),

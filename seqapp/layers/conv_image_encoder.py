@@ -3,6 +3,7 @@
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 # name -> (keras.applications constructor, [0, 1] image -> the input the application expects)
@@ -10,6 +11,32 @@ BACKBONES = {
     "mobilenet_v2": (keras.applications.MobileNetV2, lambda images: images * 2.0 - 1.0),
 }
 NORMS = ("batch", "layer")
+# RGB -> YIQ (NTSC): Y is luminance, (I, Q) the chroma plane that a change of hue turns.
+_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]])
+
+
+def hue_free(images):
+    """Each pixel's luminance and chroma magnitude: what is left of it when hue is taken away.
+
+    In YIQ, luminance Y and the length of the chroma vector (I, Q) are the
+    same for every turn of the hue (a rotation of the (I, Q) plane), so a
+    network that reads only these cannot tell a red shape from a blue one of
+    the same brightness and saturation.
+
+    Args:
+        images: float `(batch, height, width, 3)` RGB in [0, 1].
+
+    Returns:
+        `(batch, height, width, 2)`: Y in [0, 1] and chroma in [0, ~0.6].
+
+    Example:
+
+    >>> hue_free(np.array([[[[0.5, 0.5, 0.5]]]], "float32"))  # grey: Y 0.5, no chroma
+    """
+    yiq = ops.einsum("bhwc,dc->bhwd", images, ops.convert_to_tensor(_RGB_TO_YIQ, images.dtype))
+    # The small constant keeps sqrt's gradient finite on grey pixels.
+    chroma = ops.sqrt(ops.sum(ops.square(yiq[..., 1:]), axis=-1, keepdims=True) + 1e-12)
+    return ops.concatenate([yiq[..., :1], chroma], axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="seqapp")
@@ -34,6 +61,14 @@ class ConvImageEncoder(keras.layers.Layer):
     flattened row by row into `H' * W'` memory vectors; `feature_map_shape` is
     `(H', W')` once built, for drawing attention over the image.
 
+    `colour_channels > 0` (from scratch only) splits colour from form, so that
+    a colour and a shape never seen together still read as each: the CNN reads
+    the image without its hue (`hue_free`: luminance and chroma magnitude), so
+    it learns shapes, sizes and places but not which hue they have, and a
+    pointwise stream (a `Dense` of `colour_channels` ReLU units over each
+    pixel's RGB, max-pooled to the map's cells) reads colour and no shape. The
+    projection reads both.
+
     Only core TensorFlow ops (convolutions, batch norm, max-pool, depthwise
     convolutions for MobileNetV2): an exported model runs on TF Serving's CPU
     build. The image size must be fixed (it sizes the position embeddings).
@@ -49,6 +84,8 @@ class ConvImageEncoder(keras.layers.Layer):
         backbone_alpha: the width multiplier of MobileNetV2.
         backbone_layer: the name of the backbone layer whose output is used
             (None: the last one).
+        colour_channels: width of the pointwise colour stream (0: none, the
+            CNN reads colour itself).
         **kwargs: base layer keyword arguments.
 
     Call arguments:
@@ -68,12 +105,15 @@ class ConvImageEncoder(keras.layers.Layer):
     """
 
     def __init__(self, dim, filters=32, blocks=3, norm="batch", backbone=None, backbone_alpha=1.0,
-                 backbone_layer=None, **kwargs):
+                 backbone_layer=None, colour_channels=0, **kwargs):
         super().__init__(**kwargs)
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
         if backbone is not None and backbone not in BACKBONES:
             raise ValueError(f"backbone must be None or one of {sorted(BACKBONES)}, got {backbone!r}")
+        if colour_channels and backbone is not None:
+            raise ValueError("colour_channels splits colour from the CNN trained from scratch; a backbone has "
+                             "learned its own colour features")
         self.dim = dim
         self.filters = filters
         self.blocks = blocks
@@ -81,6 +121,7 @@ class ConvImageEncoder(keras.layers.Layer):
         self.backbone = backbone
         self.backbone_alpha = backbone_alpha
         self.backbone_layer = backbone_layer
+        self.colour_channels = colour_channels
         self.feature_map_shape = None
 
     def _make_backbone(self, image_shape):
@@ -102,7 +143,7 @@ class ConvImageEncoder(keras.layers.Layer):
             raise ValueError(f"ConvImageEncoder needs a fixed image size, got the input shape {input_shape}")
         if self.backbone is None:
             self.convolutions, self.norms = [], []
-            channels = input_shape[-1]
+            channels = 2 if self.colour_channels else input_shape[-1]  # hue_free's
             for block in range(self.blocks):
                 for i in range(2):
                     conv = keras.layers.Conv2D(self.filters * 2 ** block, 3, padding="same",
@@ -115,6 +156,11 @@ class ConvImageEncoder(keras.layers.Layer):
                     self.norms.append(norm)
                 height, width = math.ceil(height / 2), math.ceil(width / 2)
             self.pool = keras.layers.MaxPooling2D(2, padding="same")
+            if self.colour_channels:
+                self.colour = keras.layers.Dense(self.colour_channels, activation="relu", name="colour")
+                self.colour.build(input_shape)
+                self.colour_pool = keras.layers.MaxPooling2D(2 ** self.blocks, padding="same")
+                channels += self.colour_channels
             feature_shape = (None, height, width, channels)
         else:
             backbone = self._make_backbone(input_shape[1:])
@@ -151,11 +197,13 @@ class ConvImageEncoder(keras.layers.Layer):
     def call(self, images, training=None):
         images = ops.cast(images, self.compute_dtype)
         if self.backbone is None:
-            x = images * 2.0 - 1.0  # centred inputs
+            x = (hue_free(images) if self.colour_channels else images) * 2.0 - 1.0  # centred inputs
             for i, (conv, norm) in enumerate(zip(self.convolutions, self.norms)):
                 x = ops.relu(norm(conv(x), training=training))
                 if i % 2:
                     x = self.pool(x)
+            if self.colour_channels:
+                x = ops.concatenate([x, self.colour_pool(self.colour(images * 2.0 - 1.0))], axis=-1)
         else:
             x = self.backbone_model(BACKBONES[self.backbone][1](images), training=training)
         x = self.projection(x)
@@ -175,4 +223,4 @@ class ConvImageEncoder(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "dim": self.dim, "filters": self.filters, "blocks": self.blocks,
                 "norm": self.norm, "backbone": self.backbone, "backbone_alpha": self.backbone_alpha,
-                "backbone_layer": self.backbone_layer}
+                "backbone_layer": self.backbone_layer, "colour_channels": self.colour_channels}

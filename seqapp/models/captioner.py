@@ -10,7 +10,7 @@ CAPTIONER_FAMILIES = ("lstm_attention", "transformer")
 
 def build_captioner(vocab_size, *, family="lstm_attention", image_size=64, dim=128, units=256, num_layers=2,
                     num_encoder_layers=0, num_heads=4, ffn_dim=512, dropout=0.1, encoder_filters=16,
-                    encoder_blocks=3, encoder_norm="batch", backbone=None, backbone_weights=None,
+                    encoder_blocks=3, encoder_norm="batch", encoder_colour_channels=0, backbone=None, backbone_weights=None,
                     backbone_alpha=1.0, backbone_layer=None, attention_regularization=0.0):
     """Builds an (uncompiled) image captioner with all its weights.
 
@@ -27,8 +27,9 @@ def build_captioner(vocab_size, *, family="lstm_attention", image_size=64, dim=1
             attention heads and feed-forward size (transformer).
         dropout: dropout on embeddings (and inside the Transformer's layers,
             before the LSTM's logits).
-        encoder_filters, encoder_blocks, encoder_norm: the CNN trained from
-            scratch (see `ConvImageEncoder`).
+        encoder_filters, encoder_blocks, encoder_norm, encoder_colour_channels:
+            the CNN trained from scratch and its pointwise colour stream (see
+            `ConvImageEncoder`'s `colour_channels`).
         backbone: None (that CNN) or a `keras.applications` backbone name of
             `seqapp.layers.conv_image_encoder.BACKBONES`, e.g. "mobilenet_v2".
         backbone_weights: a file of the whole backbone's weights (e.g. Keras'
@@ -51,6 +52,7 @@ def build_captioner(vocab_size, *, family="lstm_attention", image_size=64, dim=1
     if family not in CAPTIONER_FAMILIES:
         raise ValueError(f"{family!r} is not a captioner family; expected one of {CAPTIONER_FAMILIES}")
     encoder = ConvImageEncoder(dim, filters=encoder_filters, blocks=encoder_blocks, norm=encoder_norm,
+                               colour_channels=encoder_colour_channels,
                                backbone=backbone, backbone_alpha=backbone_alpha, backbone_layer=backbone_layer,
                                name="image_encoder")
     if family == "lstm_attention":

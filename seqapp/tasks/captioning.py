@@ -65,12 +65,18 @@ class CaptioningData(config.DataConfig):
             their split).
         images: the folder the user's captions files name images in.
         captions_per_image: training examples per image: this many of its
-            captions, drawn with the definition's seed (all when it has fewer).
+            captions (all when it has fewer).
+        caption_choice: which: "random" (drawn per image with the
+            definition's seed) or "first" (in the order the data lists them:
+            `shapes_captions` lists a scene's captions sorted, so the first
+            names the objects in one fixed order, which spares the decoder
+            guessing an order it cannot see).
     """
 
     format: Optional[Literal["captions", "karpathy"]] = None
     images: Optional[str] = None
     captions_per_image: int = pydantic.Field(5, ge=1)
+    caption_choice: Literal["random", "first"] = "random"
 
 
 class CaptionerModelConfig(config.ModelConfig):
@@ -86,6 +92,9 @@ class CaptionerModelConfig(config.ModelConfig):
         num_encoder_layers: Transformer self-attention layers over the feature map.
         num_heads, ffn_dim: the Transformer's attention heads and feed-forward size.
         encoder_filters, encoder_blocks, encoder_norm: the CNN trained from scratch.
+        encoder_colour_channels: a pointwise colour stream beside that CNN,
+            which then trains on hue-rotated images (0: none); it helps
+            colour-shape pairs never seen in training.
         backbone, backbone_weights, backbone_alpha, backbone_layer: a
             `keras.applications` backbone instead of that CNN, its weights file
             (relative paths from the definition's folder), width multiplier and
@@ -104,6 +113,7 @@ class CaptionerModelConfig(config.ModelConfig):
     encoder_filters: int = pydantic.Field(16, ge=1)
     encoder_blocks: int = pydantic.Field(3, ge=1)
     encoder_norm: Literal["batch", "layer"] = "batch"
+    encoder_colour_channels: int = pydantic.Field(0, ge=0)
     backbone: Optional[str] = None
     backbone_weights: Optional[str] = None
     backbone_alpha: float = pydantic.Field(1.0, gt=0.0)
@@ -167,10 +177,13 @@ class CaptioningInputter(Inputter):
                             num_parallel_calls=tf.data.AUTOTUNE)
 
     def encode(self, examples):
-        cfg, count, seed = self.definition.pipeline, self.definition.data.captions_per_image, self.definition.seed
+        cfg, data, seed = self.definition.pipeline, self.definition.data, self.definition.seed
 
         def pairs(index, ex):
-            chosen = tf.random.experimental.stateless_shuffle(ex["captions"], seed=[seed, index])[:count]
+            captions = ex["captions"]
+            if data.caption_choice == "random":
+                captions = tf.random.experimental.stateless_shuffle(captions, seed=[seed, index])
+            chosen = captions[:data.captions_per_image]
             return tf.data.Dataset.from_tensor_slices(chosen).map(lambda text: {"image": ex["image"], "caption": text})
 
         return pipeline.encode_captions(examples.enumerate().flat_map(pairs), self.tokenizers["caption"],
@@ -393,7 +406,8 @@ class CaptioningTask(Task):
         # captions (`pipelines/captioning_transformer.yaml` is the full-size setup).
         definition = {
             "task": self.name,
-            "data": {"dataset": "shapes_captions", "max_train_examples": 4000, "captions_per_image": 1},
+            "data": {"dataset": "shapes_captions", "max_train_examples": 4000, "captions_per_image": 1,
+                     "caption_choice": "first"},
             "tokenizer": {"vocab_size": 1000},
             "pipeline": {"max_length": 32, "tokens_per_batch": 1024, "max_batch_size": 64},
             "model": {"family": "transformer", "embedding_dim": 64, "num_layers": 2, "num_heads": 4,
@@ -403,7 +417,7 @@ class CaptioningTask(Task):
         }
         if small:
             definition["data"] = {"dataset": "shapes_captions/tiny", "max_train_examples": 200,
-                                  "captions_per_image": 1}
+                                  "captions_per_image": 1, "caption_choice": "first"}
             definition["model"].update(embedding_dim=16, num_layers=1, num_heads=2, ffn_dim=32, encoder_filters=4,
                                        encoder_blocks=2)
             definition["train"]["epochs"] = 1
