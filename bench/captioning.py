@@ -144,7 +144,7 @@ def main():
             "captions_per_s": {str(b): speed(serve, pictures, batch_size=b, seconds=args.speed_seconds)
                                for b in (1, 32)},
         })
-        print(family, json.dumps({k: figures[k] for k in ("parameters", "train_seconds", "captions_per_s")}),
+        print(name, json.dumps({k: figures[k] for k in ("parameters", "train_seconds", "captions_per_s")}),
               flush=True)
         results[name] = figures
         common.write("captioning", results)

@@ -197,13 +197,14 @@ class ConvImageEncoder(keras.layers.Layer):
     def call(self, images, training=None):
         images = ops.cast(images, self.compute_dtype)
         if self.backbone is None:
-            x = (hue_free(images) if self.colour_channels else images) * 2.0 - 1.0  # centred inputs
+            centred = images * 2.0 - 1.0
+            x = hue_free(images) * 2.0 - 1.0 if self.colour_channels else centred
             for i, (conv, norm) in enumerate(zip(self.convolutions, self.norms)):
                 x = ops.relu(norm(conv(x), training=training))
                 if i % 2:
                     x = self.pool(x)
             if self.colour_channels:
-                x = ops.concatenate([x, self.colour_pool(self.colour(images * 2.0 - 1.0))], axis=-1)
+                x = ops.concatenate([x, self.colour_pool(self.colour(centred))], axis=-1)
         else:
             x = self.backbone_model(BACKBONES[self.backbone][1](images), training=training)
         x = self.projection(x)

@@ -10,8 +10,8 @@ CAPTIONER_FAMILIES = ("lstm_attention", "transformer")
 
 def build_captioner(vocab_size, *, family="lstm_attention", image_size=64, dim=128, units=256, num_layers=2,
                     num_encoder_layers=0, num_heads=4, ffn_dim=512, dropout=0.1, encoder_filters=16,
-                    encoder_blocks=3, encoder_norm="batch", encoder_colour_channels=0, backbone=None, backbone_weights=None,
-                    backbone_alpha=1.0, backbone_layer=None, attention_regularization=0.0):
+                    encoder_blocks=3, encoder_norm="batch", encoder_colour_channels=0, backbone=None,
+                    backbone_weights=None, backbone_alpha=1.0, backbone_layer=None, attention_regularization=0.0):
     """Builds an (uncompiled) image captioner with all its weights.
 
     Args:

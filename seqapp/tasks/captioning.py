@@ -93,7 +93,7 @@ class CaptionerModelConfig(config.ModelConfig):
         num_heads, ffn_dim: the Transformer's attention heads and feed-forward size.
         encoder_filters, encoder_blocks, encoder_norm: the CNN trained from scratch.
         encoder_colour_channels: a pointwise colour stream beside that CNN,
-            which then trains on hue-rotated images (0: none); it helps
+            which then reads the image without its hue (0: none); it helps
             colour-shape pairs never seen in training.
         backbone, backbone_weights, backbone_alpha, backbone_layer: a
             `keras.applications` backbone instead of that CNN, its weights file
