@@ -367,7 +367,7 @@ def _check_space(definition, source):
     schema, seen = type(definition), set()
     for key, tuned in definition.tune or ():
         loc = key.split(".")
-        if not _has_key(schema, loc) or _subsection(_parent(schema, loc), loc[-1]) is not None:
+        if not has_key(schema, loc) or _subsection(_parent(schema, loc), loc[-1]) is not None:
             raise ConfigError(source, f"tune.{key}", f"the {definition.task} definition has no key {key!r}")
         if tuned.when is not None and tuned.when[0] not in seen:
             raise ConfigError(source, f"tune.{key}.when",
@@ -424,13 +424,14 @@ def _located(error, tag, schemas):
     key = ".".join(str(part) for part in loc) or "-"
     reason = error["msg"]
     if error["type"] == "extra_forbidden":
-        owners = [name for name, schema in schemas.items() if name != tag and _has_key(schema, loc)]
+        owners = [name for name, schema in schemas.items() if name != tag and has_key(schema, loc)]
         if owners:
             reason += f" (a setting for {' and '.join(owners)}, not {tag})"
     return key, reason
 
 
-def _has_key(model, loc):
+def has_key(model, loc):
+    """Whether schema `model` has the key at path `loc` (`["model", "units"]`)."""
     for part in loc:
         if model is None or part not in model.model_fields:
             return False

@@ -344,6 +344,51 @@ def test_init_from_a_definition_trains_it_once(tmp_path, seqapp_cache_dir, monke
     assert warm_start.initial_run(definition) == first
 
 
+def test_init_from_keys_train_the_start_at_this_models_size(tmp_path, seqapp_cache_dir):
+    import keras
+
+    # pre.yaml says 16 units; a 24-unit model passing model.units gets a 24-unit start (its BiLSTM
+    # copied, unmoved at a learning rate of 1e-9), cached apart from the 16-unit one.
+    pre = tmp_path / "pre.yaml"
+    pre.write_text(json.dumps(_definition(tmp_path, train={"epochs": 2}).model_dump(
+        mode="json", exclude={"origin", "base_dir"})))
+    definition = _definition(tmp_path, model={"units": 24},
+                             train={"init_from": "pre.yaml", "init_from_keys": ["model.units"], "epochs": 1,
+                                    "learning_rate": 1e-9})
+    runner.train(definition, tmp_path / "run", verbose=0)
+    start = warm_start.initial_run(definition)
+    assert config.load_definition(start / "definition.yaml").model.units == 24
+    own_size = _definition(tmp_path, model={"units": 16}, train={"init_from": "pre.yaml",
+                                                                 "init_from_keys": ["model.units"]})
+    assert warm_start.initial_run(own_size) != start
+    model = keras.models.load_model(tmp_path / "run" / "best.keras")
+    encoder = [layer for layer in model.layers if isinstance(layer, keras.layers.Bidirectional)][0]
+    started = keras.models.load_model(start / "best.keras").get_layer(encoder.name)
+    for trained, initial in zip(encoder.get_weights(), started.get_weights()):
+        np.testing.assert_allclose(trained, initial, atol=1e-6)
+
+
+@pytest.mark.parametrize("train, message", [
+    ({"init_from_keys": ["model.units"]}, "set train.init_from"),
+    ({"init_from": "pre.yaml", "init_from_keys": ["model.width"]}, "no key 'model.width'"),
+])
+def test_init_from_keys_errors_name_the_problem(tmp_path, train, message):
+    from seqapp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message) as error:
+        _definition(tmp_path, train=train)
+    assert "train.init_from_keys" in str(error.value)
+
+
+def test_init_from_keys_refused_for_a_trained_run(tmp_path, seqapp_cache_dir):
+    from seqapp.errors import ConfigError
+
+    runner.train(_definition(tmp_path, train={"epochs": 1}), tmp_path / "pre", verbose=0)
+    definition = _definition(tmp_path, train={"init_from": "pre", "init_from_keys": ["model.units"]})
+    with pytest.raises(ConfigError, match="can be passed to a definition only"):
+        warm_start.initial_run(definition)
+
+
 @pytest.mark.parametrize("init_from, message", [
     ("missing.yaml", "neither a run folder nor a pipeline definition"),
     (".", "holds no trained model"),

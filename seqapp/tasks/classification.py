@@ -129,11 +129,16 @@ class ClassificationTrainConfig(config.TrainConfig):
             encoder, and the output layer too when the labels are the same. Both
             models must read the same vocabulary (the same tokenizer settings and
             `embeddings.corpus`).
+        init_from_keys: dotted keys (`model.units`) whose values this definition
+            sets in the `init_from` definition before that one is trained, so a
+            model of another size (one that `seqapp tune` searches) still starts
+            from a model of its own size; each size is trained once and cached.
     """
 
     folds: int = pydantic.Field(1, ge=1)
     class_weight: Literal["none", "balanced"] = "none"
     init_from: Optional[str] = None
+    init_from_keys: config.StrTuple = ()
 
 
 class EmbeddingsConfig(config.Section):
@@ -186,6 +191,11 @@ class ClassificationDefinition(config.Definition):
     embeddings: Optional[EmbeddingsConfig] = None
 
     def check(self, source):
+        for key in self.train.init_from_keys:
+            if self.train.init_from is None:
+                raise ConfigError(source, "train.init_from_keys", "set train.init_from (a definition) to pass keys to")
+            if not config.has_key(type(self), key.split(".")):
+                raise ConfigError(source, "train.init_from_keys", f"the classification definition has no key {key!r}")
         if self.model.bilm is not None and self.model.bilm.mix == "replace" and self.embeddings is not None:
             raise ConfigError(source, "model.bilm.mix", "replace leaves the model no word embeddings for "
                               "`embeddings` to start: set embeddings: null, or mix: concat")

@@ -89,11 +89,19 @@ class InitFrom(WarmStart):
 
 
 def initial_run(definition):
-    """The finished run folder `train.init_from` names (see `trained_run`)."""
-    return trained_run(definition, definition.train.init_from, "train.init_from")
+    """The finished run folder `train.init_from` names (see `trained_run`), trained with
+    `definition`'s values of its `train.init_from_keys`."""
+    values = definition.model_dump(mode="json")
+    shared = {}
+    for dotted in definition.train.init_from_keys:
+        value = values
+        for part in dotted.split("."):
+            value = value[part]
+        shared[dotted] = value
+    return trained_run(definition, definition.train.init_from, "train.init_from", shared)
 
 
-def trained_run(definition, reference, key):
+def trained_run(definition, reference, key, overrides=None):
     """The finished run folder `reference` names: a run folder, or a definition file that is then
     trained first, once, into `SEQAPP_CACHE_DIR/init_runs/` (keyed by its settings and data); it is
     trained in a temporary folder and renamed into place, so a run found there is whole.
@@ -102,9 +110,11 @@ def trained_run(definition, reference, key):
         definition: the definition that refers to it (relative paths start at its folder).
         reference: the path it gives.
         key: the key that gives it, for errors.
+        overrides: `{"section.key": value}` set in the definition file before it is trained.
 
     Raises:
-        ConfigError: the path is neither a run folder with a trained model nor a definition.
+        ConfigError: the path is neither a run folder with a trained model nor a definition, or
+            `overrides` are given for a run folder (whose model is already trained).
     """
     from seqapp import runner  # the runner trains; it also calls this module
 
@@ -112,14 +122,18 @@ def trained_run(definition, reference, key):
     if path.is_dir():
         if not (path / "best.keras").exists():
             raise ConfigError(definition.origin, key, f"{path} holds no trained model (best.keras)")
+        if overrides:
+            raise ConfigError(definition.origin, key, f"{path} is a trained run: keys ({', '.join(overrides)}) "
+                              "can be passed to a definition only")
         return path
     if not path.is_file():
         raise ConfigError(definition.origin, key, f"{path} is neither a run folder nor a pipeline definition")
-    source = config.load_definition(path)
+    source = config.load_definition(path, overrides)
     if getattr(source.train, "init_from", None) is not None:  # keeps the cache key whole (and rules out cycles)
         raise ConfigError(path, "train.init_from", "a definition used as another's starting point starts at random")
-    cache_key = json.dumps({"definition": source.model_dump(mode="json", exclude={"origin", "base_dir"}),
-                            "data": sources.identity(source)}, sort_keys=True)
+    # Without init_from, init_from_keys is empty: leaving it out keeps runs cached before it existed.
+    values = source.model_dump(mode="json", exclude={"origin": True, "base_dir": True, "train": {"init_from_keys"}})
+    cache_key = json.dumps({"definition": values, "data": sources.identity(source)}, sort_keys=True)
     work_dir = settings.cache_dir() / "init_runs" / hashlib.sha256(cache_key.encode()).hexdigest()[:16]
     if not work_dir.exists():
         print(f"Training {path} first ({key} of {definition.origin}) for {work_dir} ...", flush=True)
