@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+import yaml
 from PIL import Image
 
 from seqapp import config
@@ -52,7 +53,7 @@ def train_or_reuse(family, name, args):
     if not (args.reuse_runs and (work_dir / "training.json").exists()):
         shutil.rmtree(work_dir, ignore_errors=True)
         overrides = {"seed": args.seed, **({"train.epochs": args.epochs} if args.epochs else {}),
-                     **dict(item.split("=", 1) for item in args.set)}
+                     **{key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}}
         runner.train(config.load_definition(PIPELINES[family], overrides), work_dir, verbose=2)
     return work_dir
 
@@ -113,7 +114,7 @@ def main():
     parser.add_argument("--speed-seconds", type=float, default=20.0, help="time per captions/s cell")
     parser.add_argument("--families", nargs="+", default=list(PIPELINES), choices=list(PIPELINES))
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override a value of the pipeline (one family only; give --name)")
+                        help="override a value of the pipeline, parsed as YAML (one family only; give --name)")
     parser.add_argument("--name", help="the key (and run folder) of the figures (default: the family)")
     args = parser.parse_args()
     if (args.set or args.name) and (len(args.families) != 1 or not args.name):
