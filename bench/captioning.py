@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-import yaml
 from PIL import Image
 
+from seqapp import cli
 from seqapp import config
 from seqapp import evaluation
 from seqapp import runner
@@ -53,7 +53,7 @@ def train_or_reuse(family, name, args):
     if not (args.reuse_runs and (work_dir / "training.json").exists()):
         shutil.rmtree(work_dir, ignore_errors=True)
         overrides = {"seed": args.seed, **({"train.epochs": args.epochs} if args.epochs else {}),
-                     **{key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}}
+                     **cli.parse_sets(args.set)}
         runner.train(config.load_definition(PIPELINES[family], overrides), work_dir, verbose=2)
     return work_dir
 

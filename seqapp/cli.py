@@ -52,16 +52,23 @@ def _data_stats(args):
         Path(args.json).write_text(json.dumps({k: v for k, v in report.items() if not k.startswith("_")}, indent=2))
 
 
-def _overrides(args):
-    """`--set section.key=value` flags (values parsed as YAML) plus `--seed`."""
+def parse_sets(items):
+    """`--set section.key=value` flags as `{"section.key": value}`, values parsed as YAML (the bench
+    scripts take the same flags)."""
     import yaml
 
     overrides = {}
-    for item in args.set or []:
+    for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise SeqappError(f"--set {item!r}: expected section.key=value")
         overrides[key] = yaml.safe_load(value)
+    return overrides
+
+
+def _overrides(args):
+    """`--set` flags (`parse_sets`) plus `--seed`."""
+    overrides = parse_sets(args.set)
     if args.seed is not None:
         overrides["seed"] = args.seed
     return overrides

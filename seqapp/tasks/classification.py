@@ -191,9 +191,9 @@ class ClassificationDefinition(config.Definition):
     embeddings: Optional[EmbeddingsConfig] = None
 
     def check(self, source):
+        if self.train.init_from_keys and self.train.init_from is None:
+            raise ConfigError(source, "train.init_from_keys", "set train.init_from (a definition) to pass keys to")
         for key in self.train.init_from_keys:
-            if self.train.init_from is None:
-                raise ConfigError(source, "train.init_from_keys", "set train.init_from (a definition) to pass keys to")
             if not config.has_key(type(self), key.split(".")):
                 raise ConfigError(source, "train.init_from_keys", f"the classification definition has no key {key!r}")
         if self.model.bilm is not None and self.model.bilm.mix == "replace" and self.embeddings is not None:
