@@ -89,6 +89,8 @@ def main():
     parser.add_argument("--set", action="append", default=[],
                         help="JOB:section.key=value for one job's definitions (sst2 or multi30k), section.key=value for all")
     parser.add_argument("--seed", type=int, default=0, help="the searches' seed")
+    parser.add_argument("--executions-per-trial", type=int, default=1,
+                        help="runs of each trial (its definition's seed, seed+1, ...); a trial scores their mean")
     parser.add_argument("--score-seeds", type=int, nargs="+", default=[42, 43, 44],
                         help="training seeds the shipped and the tuned definitions are each scored at (figures: the mean)")
     parser.add_argument("--work-dir", default="runs/bench_tuning")
@@ -119,12 +121,14 @@ def main():
         path = budgeted(pipeline, work / job, args.epochs, overrides[job])
         shipped = scores(path, work / job / "shipped", split, metric, args.score_seeds)
         started = time.perf_counter()
-        search.tune(path, work / job / "search", max_trials=args.max_trials, seed=args.seed)
+        search.tune(path, work / job / "search", max_trials=args.max_trials, seed=args.seed,
+                    executions_per_trial=args.executions_per_trial)
         seconds = time.perf_counter() - started
         tuned = scores(work / job / "search" / "best.yaml", work / job / "tuned", split, metric, args.score_seeds)
         figures[job] = {"shipped": statistics.mean(shipped.values()), "tuned": statistics.mean(tuned.values()),
                         "shipped_by_seed": shipped, "tuned_by_seed": tuned,
-                        "trials": args.max_trials, "search_seconds": seconds,
+                        "trials": args.max_trials, "executions_per_trial": args.executions_per_trial,
+                        "search_seconds": seconds,
                         "metric": f"{split} {metric}", "epochs_per_trial": epochs_of(path), "overrides": overrides[job],
                         "environment": common.environment()}
         print(json.dumps({job: figures[job]}), flush=True)

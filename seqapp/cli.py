@@ -98,7 +98,8 @@ def _tune(args):
     work_dir = Path(args.work_dir or Path("tuning") / Path(args.pipeline).stem)
     options = {"tuner": args.tuner, "max_trials": args.max_trials, "seed": args.seed,
                "time_budget": parse_duration(args.time_budget) if args.time_budget else None,
-               "worker_deadline": parse_duration(args.worker_deadline)}
+               "worker_deadline": parse_duration(args.worker_deadline),
+               "executions_per_trial": args.executions_per_trial}
     if args.workers:
         text = distributed.tune_locally(args.pipeline, work_dir, workers=args.workers, **options)
     else:
@@ -261,6 +262,8 @@ def build_parser():
     tune.add_argument("--time-budget", help="start no trial after this long (90s, 30m, 2h)")
     tune.add_argument("--work-dir", help="the search's folder (default tuning/<pipeline>); run again to continue")
     tune.add_argument("--seed", type=int, default=0, help="the search's seed (trials keep the definition's)")
+    tune.add_argument("--executions-per-trial", type=int, default=1,
+                      help="runs of each trial, at the definition's seed, seed+1, ...; the trial scores their mean")
     role = tune.add_mutually_exclusive_group()
     role.add_argument("--chief", action="store_true",
                       help="serve the oracle at KERASTUNER_ORACLE_IP:KERASTUNER_ORACLE_PORT to workers")

@@ -131,11 +131,11 @@ def _trials(work_dir):
             for path in (work_dir / "trials").glob("trial_*/trial.json")}
 
 
-def _epochs(work_dir, trial_id):
+def _epochs(work_dir, trial_id, run="run"):
     """The epochs a trial's run trained, from its `history.csv` (every process's)."""
     import csv
 
-    with open(work_dir / "trials" / f"trial_{trial_id}" / "run" / "history.csv") as file:
+    with open(work_dir / "trials" / f"trial_{trial_id}" / run / "history.csv") as file:
         return [int(row["epoch"]) for row in csv.DictReader(file)]
 
 
@@ -161,6 +161,34 @@ def test_a_search_records_trials_results_and_a_best_definition_that_trains(tuner
     assert best.model.units == trials[best_id]["hyperparameters"]["values"]["model.units"]
     metrics = runner.train(best, tmp_path / "best_run", verbose=0)
     assert set(metrics) == {"validation", "test"}
+
+
+def test_each_execution_of_a_trial_trains_at_its_own_seed_and_the_trial_scores_their_mean(tmp_path,
+                                                                                          seqapp_cache_dir):
+    import csv
+
+    from seqapp.tuning import search
+
+    pipeline = _tiny_pipeline(tmp_path, _SMALL_SPACE, train={"epochs": 2, "early_stopping_patience": 5})
+    search.tune(pipeline, tmp_path / "search", max_trials=2, seed=1, executions_per_trial=2, verbose=0)
+    seed = config.load_definition(pipeline).seed
+    for trial_id, trial in _trials(tmp_path / "search").items():
+        folder = tmp_path / "search" / "trials" / f"trial_{trial_id}"
+        best = []
+        for run, run_seed in (("run", seed), ("run_1", seed + 1)):
+            assert config.load_definition(folder / run / "definition.yaml").seed == run_seed
+            with open(folder / run / "history.csv", newline="") as file:
+                best.append(max(float(row["val_accuracy"]) for row in csv.DictReader(file)))
+        assert trial["status"] == "COMPLETED"
+        assert trial["score"] == pytest.approx(sum(best) / 2)
+
+
+def test_executions_per_trial_below_one_is_refused_naming_the_flag(tmp_path):
+    from seqapp.errors import SeqappError
+    from seqapp.tuning import search
+
+    with pytest.raises(SeqappError, match="--executions-per-trial 0"):
+        search.tune(_tiny_pipeline(tmp_path, _SMALL_SPACE), tmp_path / "search", executions_per_trial=0)
 
 
 def test_a_failing_trial_is_recorded_with_its_reason_and_the_search_goes_on(tmp_path, seqapp_cache_dir):
@@ -247,8 +275,8 @@ def _wait_for(condition, timeout, what):
         time.sleep(0.05)
 
 
-def _history_rows(work_dir, trial_id):
-    path = work_dir / "trials" / f"trial_{trial_id}" / "run" / "history.csv"
+def _history_rows(work_dir, trial_id, run="run"):
+    path = work_dir / "trials" / f"trial_{trial_id}" / run / "history.csv"
     return len(path.read_text().splitlines()) - 1 if path.exists() else 0
 
 
@@ -257,35 +285,42 @@ _SLOW_EPOCHS = {"train": {"epochs": 10, "early_stopping_patience": 20}, "pipelin
 
 
 def test_a_search_killed_mid_trial_resumes_that_trial_and_repeats_no_finished_one(tmp_path, seqapp_cache_dir):
+    """Two executions per trial; killed in trial 1's second execution, the search trains neither
+    trial 0 nor trial 1's first execution again and continues the second from its backup."""
+    import re
     import signal
     import subprocess
 
-    pipeline = _tiny_pipeline(tmp_path, _SMALL_SPACE, **_SLOW_EPOCHS)
+    slow = {**_SLOW_EPOCHS, "train": {"epochs": 5, "early_stopping_patience": 20}}
+    pipeline = _tiny_pipeline(tmp_path, _SMALL_SPACE, **slow)
     work_dir = tmp_path / "search"
-    first = subprocess.Popen(_tune_command(pipeline, work_dir, "--max-trials", "3"),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = _tune_command(pipeline, work_dir, "--max-trials", "3", "--executions-per-trial", "2")
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for(lambda: _history_rows(work_dir, "1") >= 2, 300, "two epochs of trial 1")
+        _wait_for(lambda: _history_rows(work_dir, "1", "run_1") >= 2, 300, "two epochs of trial 1's second run")
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
     before = _trials(work_dir)
     assert before["0"]["status"] == "COMPLETED" and before["1"]["status"] == "RUNNING"
-    finished_epochs = _epochs(work_dir, "0")
-    done_before_kill = _epochs(work_dir, "1")
-    assert 2 <= len(done_before_kill) < 10
+    runs_done = (("0", "run"), ("0", "run_1"), ("1", "run"))
+    finished = {(trial_id, run): _epochs(work_dir, trial_id, run) for trial_id, run in runs_done}
+    assert all(epochs == list(range(5)) for epochs in finished.values())
+    done_before_kill = _epochs(work_dir, "1", "run_1")
+    assert 2 <= len(done_before_kill) < 5
 
-    second = subprocess.run(_tune_command(pipeline, work_dir, "--max-trials", "3"), capture_output=True, text=True,
-                            timeout=600)
+    second = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     after = _trials(work_dir)
     assert sorted(after) == ["0", "1", "2"] and {t["status"] for t in after.values()} == {"COMPLETED"}
-    assert after["0"] == before["0"] and _epochs(work_dir, "0") == finished_epochs  # not trained again
-    # Trial 1 went on from its backup: every epoch once, those before the kill not repeated.
-    assert _epochs(work_dir, "1") == list(range(10))
-    assert f"Epoch {len(done_before_kill) + 1}/10" in second.stdout
-    assert "Epoch 1/10" in second.stdout  # trial 2, from scratch
-    assert second.stdout.count("Epoch 1/10") == 1
+    assert after["0"] == before["0"]  # not trained again
+    assert {(trial_id, run): _epochs(work_dir, trial_id, run) for trial_id, run in runs_done} == finished
+    # Trial 1's second run went on from its backup: every epoch once, those before the kill not repeated.
+    assert _epochs(work_dir, "1", "run_1") == list(range(5))
+    assert re.findall(r"Epoch \d+/5", second.stdout)[0] == f"Epoch {len(done_before_kill) + 1}/5"
+    # Trial 2's two runs from scratch, and no other: trial 1's first run was read back, not retrained
+    # (its history alone could not tell: a rerun rewrites the same epochs).
+    assert second.stdout.count("Epoch 1/5") == 2
 
 
 def test_keras_tuner_grpc_code_imports_with_the_pinned_protobuf():

@@ -54,11 +54,12 @@ def free_port():
         return probe.getsockname()[1]
 
 
-def command(pipeline, work_dir, role, *, tuner, max_trials, time_budget, seed, worker_deadline):
+def command(pipeline, work_dir, role, *, tuner, max_trials, time_budget, seed, worker_deadline,
+            executions_per_trial=1):
     """The `seqapp tune` command line of one process of a shared search."""
     args = [sys.executable, "-m", "seqapp", "tune", str(pipeline), f"--{role}", "--work-dir", str(work_dir),
             "--tuner", tuner, "--max-trials", str(max_trials), "--seed", str(seed),
-            "--worker-deadline", f"{worker_deadline}s"]
+            "--worker-deadline", f"{worker_deadline}s", "--executions-per-trial", str(executions_per_trial)]
     return args + (["--time-budget", f"{time_budget}s"] if time_budget is not None else [])
 
 
@@ -69,7 +70,8 @@ def tune_locally(pipeline, work_dir, *, workers, **options):
         pipeline: the pipeline definition file.
         work_dir: the search's folder, shared by every process.
         workers: how many workers.
-        **options: `search.tune`'s options (tuner, max_trials, time_budget, seed, worker_deadline).
+        **options: `search.tune`'s options (tuner, max_trials, time_budget, seed, worker_deadline,
+            executions_per_trial).
 
     Returns:
         The chief's results table (text).

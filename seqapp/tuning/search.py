@@ -39,7 +39,7 @@ def role():
 
 
 def tune(pipeline, work_dir, *, tuner="random", max_trials=10, time_budget=None, seed=0, worker_deadline=600.0,
-         verbose=2):
+         executions_per_trial=1, verbose=2):
     """Searches the `tune` space of a pipeline definition, or continues the search in `work_dir`.
 
     Args:
@@ -53,6 +53,8 @@ def tune(pipeline, work_dir, *, tuner="random", max_trials=10, time_budget=None,
         worker_deadline: seconds the chief waits for a silent worker before queuing its trial again,
             and for any worker at all before it gives up; a worker beats every quarter of it (at
             most every minute) while it holds a trial.
+        executions_per_trial: runs of each trial (seeds `seed`, `seed + 1`, ... of the definition); the
+            trial scores their mean objective.
         verbose: Keras `fit` verbosity of the trials.
 
     Returns:
@@ -63,7 +65,8 @@ def tune(pipeline, work_dir, *, tuner="random", max_trials=10, time_budget=None,
     current = role()
     # A worker beats a few times per deadline: one late beat never costs it its trial.
     heartbeat = min(HEARTBEAT_MAX_SECONDS, worker_deadline / 4) if current == "worker" else None
-    searcher = DefinitionTuner(pipeline, oracle, work_dir, verbose=verbose, heartbeat=heartbeat)
+    searcher = DefinitionTuner(pipeline, oracle, work_dir, verbose=verbose, heartbeat=heartbeat,
+                               executions_per_trial=executions_per_trial)
     if current == "worker":
         searcher.search()
         return None

@@ -184,27 +184,33 @@ class DefinitionTuner(keras_tuner.Tuner):
         verbose: Keras `fit` verbosity of the trials.
         heartbeat: seconds between a worker's `Heartbeat`s to the chief while it trains a trial, or
             None (a search alone, or the chief).
+        executions_per_trial: runs of each trial's definition, with seeds `seed`, `seed + 1`, ...;
+            the trial scores the mean of their objectives (KerasTuner's `executions_per_trial`), so
+            a lucky seed on a small validation set picks no trial.
     """
 
-    def __init__(self, pipeline, oracle, work_dir, *, verbose=2, heartbeat=None):
+    def __init__(self, pipeline, oracle, work_dir, *, verbose=2, heartbeat=None, executions_per_trial=1):
+        if executions_per_trial < 1:
+            raise SeqappError(f"--executions-per-trial {executions_per_trial}: expected 1 or more")
         self.pipeline = Path(pipeline)
         self.verbose = verbose
         self.heartbeat = heartbeat
-        super().__init__(oracle, directory=str(work_dir), project_name="trials", overwrite=False)
+        super().__init__(oracle, directory=str(work_dir), project_name="trials", overwrite=False,
+                         executions_per_trial=executions_per_trial)
 
-    def run_dir(self, trial_id):
-        """The run folder of a trial."""
-        return Path(self.get_trial_dir(trial_id)) / "run"
+    def run_dir(self, trial_id, execution=0):
+        """The run folder of a trial's execution: `run/` for the first, `run_<n>/` for the others."""
+        return Path(self.get_trial_dir(trial_id)) / ("run" if execution == 0 else f"run_{execution}")
 
     def run_trial(self, trial, *args, **kwargs):
-        """Trains the trial's definition and returns its metrics at the epoch where its objective was best.
+        """Trains the trial's definition once per execution and returns, for each, its metrics at the
+        epoch where its objective was best (KerasTuner averages them). An execution that finished
+        before the search was killed is read back, not trained again.
 
         Raises:
             keras_tuner.errors.FailedTrialError: the values make an invalid definition, or the loss
                 became NaN; KerasTuner records the trial as failed with this reason and goes on.
         """
-        keras.backend.clear_session()  # the previous trial's models and graphs
-        gc.collect()
         values = trial.hyperparameters.values
         # Hyperband gives each trial its number of epochs.
         extra = {"train.epochs": values["tuner/epochs"]} if "tuner/epochs" in values else None
@@ -220,10 +226,23 @@ class DefinitionTuner(keras_tuner.Tuner):
 
         alive = contextlib.nullcontext() if self.heartbeat is None else \
             Heartbeat(self.oracle, trial.trial_id, self.heartbeat)
+        results = []
         with alive:
-            folder, _, _ = runner.fit(definition, self.run_dir(trial.trial_id), verbose=self.verbose,
-                                      more_callbacks=callbacks)
-        return _best_epoch(folder / "history.csv", name, self.oracle.objective.direction)
+            for execution in range(self.executions_per_trial):
+                run_dir = self.run_dir(trial.trial_id, execution)
+                if not _finished(run_dir):
+                    keras.backend.clear_session()  # the previous run's models and graphs
+                    gc.collect()
+                    seeded = definition.model_copy(update={"seed": definition.seed + execution})
+                    runner.fit(seeded, run_dir, verbose=self.verbose, more_callbacks=callbacks)
+                results.append(_best_epoch(run_dir / "history.csv", name, self.oracle.objective.direction))
+        return results
+
+
+def _finished(run_dir):
+    """Whether a run folder holds a run that trained to its end (`runner.fit` writes `training.json`
+    after `BackupAndRestore` has removed its backup; a run killed midway still has the backup)."""
+    return (run_dir / "training.json").exists() and not (run_dir / "backup").exists()
 
 
 def _best_epoch(history_csv, objective, direction):
