@@ -170,17 +170,21 @@ def test_each_execution_of_a_trial_trains_at_its_own_seed_and_the_trial_scores_t
     from seqapp.tuning import search
 
     pipeline = _tiny_pipeline(tmp_path, _SMALL_SPACE, train={"epochs": 2, "early_stopping_patience": 5})
-    search.tune(pipeline, tmp_path / "search", max_trials=2, seed=1, executions_per_trial=2, verbose=0)
+    search.tune(pipeline, tmp_path / "search", max_trials=1, seed=1, executions_per_trial=2, verbose=0)
     seed = config.load_definition(pipeline).seed
-    for trial_id, trial in _trials(tmp_path / "search").items():
-        folder = tmp_path / "search" / "trials" / f"trial_{trial_id}"
-        best = []
-        for run, run_seed in (("run", seed), ("run_1", seed + 1)):
-            assert config.load_definition(folder / run / "definition.yaml").seed == run_seed
-            with open(folder / run / "history.csv", newline="") as file:
-                best.append(max(float(row["val_accuracy"]) for row in csv.DictReader(file)))
-        assert trial["status"] == "COMPLETED"
-        assert trial["score"] == pytest.approx(sum(best) / 2)
+    ((trial_id, trial),) = _trials(tmp_path / "search").items()
+    assert trial["status"] == "COMPLETED"
+    folder = tmp_path / "search" / "trials" / f"trial_{trial_id}"
+    best = []  # each run's epoch of best validation accuracy
+    for run, run_seed in (("run", seed), ("run_1", seed + 1)):
+        assert config.load_definition(folder / run / "definition.yaml").seed == run_seed
+        with open(folder / run / "history.csv", newline="") as file:
+            best.append(max(csv.DictReader(file), key=lambda row: float(row["val_accuracy"])))
+    assert best[0]["val_loss"] != best[1]["val_loss"]  # two seeds, two runs
+    reported = {name: metric["observations"][0]["value"][0] for name, metric in trial["metrics"]["metrics"].items()}
+    for name in ("val_accuracy", "val_loss"):
+        assert reported[name] == pytest.approx((float(best[0][name]) + float(best[1][name])) / 2)
+    assert trial["score"] == reported["val_accuracy"]
 
 
 def test_executions_per_trial_below_one_is_refused_naming_the_flag(tmp_path):
