@@ -16,6 +16,8 @@ Then times the SST-2 search with a chief and 2 workers against one process. Writ
 
     SEQAPP_DATA_DIR=../shared/data python bench/tuning.py                  # about three hours on 2 cores
     SEQAPP_DATA_DIR=../shared/data python bench/tuning.py --jobs sst2 distributed   # one part; the others' figures are kept
+    SEQAPP_DATA_DIR=../shared/data python bench/tuning.py --jobs sst2 --max-trials 12 --executions-per-trial 2
+                                                # each trial scored by two seeds' mean: twice the search's time
     SEQAPP_DATA_DIR=../shared/data python bench/tuning.py --epochs 1 --max-trials 2 --max-train-examples 500 \\
         --set sst2:train.init_from=null --set sst2:embeddings=null --work-dir /tmp/tuning_bench --out /tmp/tuning.json  # smoke
 """
